@@ -1,0 +1,92 @@
+/*
+ * gilshim: run native callbacks in the CPython interpreter that owns them.
+ *
+ * The public contract. Everything gilshim exports starts with gilshim_
+ * (or is one of the CPython names it interposes, see README.md).
+ * This header needs neither Python.h nor libpython.
+ *
+ * The explicit API gives CPython 3.9-3.14 the shape of PEP 788:
+ *   gilshim_view   ~ PyInterpreterView  (weak, copyable, safe after the end)
+ *   gilshim_ensure ~ PyThreadState_Ensure (a token, NULL when it cannot)
+ */
+#ifndef GILSHIM_H
+#define GILSHIM_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GILSHIM_VERSION_MAJOR 0
+#define GILSHIM_VERSION_MINOR 1
+#define GILSHIM_VERSION_PATCH 0
+
+/* A weak reference to an interpreter: its id plus the generation of the
+ * runtime it lived in (ids restart after Py_FinalizeEx + Py_Initialize).
+ * Copy it freely; it never dangles. An invalid view has id < 0. */
+typedef struct gilshim_view {
+    int64_t id;
+    uint64_t generation;
+} gilshim_view;
+
+/* What gilshim_ensure returns: opaque, released exactly once, LIFO, on the
+ * thread that got it. */
+typedef struct gilshim_token gilshim_token;
+
+enum gilshim_error {
+    GILSHIM_OK = 0,
+    GILSHIM_ENOPYTHON,    /* no initialized CPython runtime in this process */
+    GILSHIM_EINVAL,       /* invalid (NULL, never-valid) view or token */
+    GILSHIM_ESTALE,       /* view of a runtime that has since been finalized */
+    GILSHIM_EGONE,        /* the interpreter has ended or is ending */
+    GILSHIM_EFINALIZING,  /* the runtime is finalizing */
+    GILSHIM_ENOMEM,       /* out of memory, or CPython could not make a thread state */
+    GILSHIM_EORDER,       /* token released out of LIFO order or twice */
+    GILSHIM_ETHREAD,      /* token released on a thread that did not get it */
+};
+
+/* "major.minor.patch" of the library actually loaded. */
+const char *gilshim_version(void);
+
+/* The interpreter attached to the calling thread, or an invalid view. */
+gilshim_view gilshim_view_current(void);
+/* The main interpreter, or an invalid view before Py_Initialize. */
+gilshim_view gilshim_view_main(void);
+/* 1 if the view names an interpreter that is alive and accepting calls. */
+int gilshim_view_alive(gilshim_view view);
+
+/* Attach the calling thread to the view's interpreter, whatever it holds
+ * now; gilshim_release restores exactly that. NULL, touching nothing, when
+ * the interpreter is gone or finalizing: gilshim_last_error() says why. */
+gilshim_token *gilshim_ensure(gilshim_view view);
+void gilshim_release(gilshim_token *token);
+
+/* Routing rule 3: PyGILState_Ensure on this thread goes to the view's
+ * interpreter (unless the thread is attached or in a GIL-released region).
+ * Returns 0, or a gilshim_error. */
+int gilshim_bind_thread(gilshim_view view);
+void gilshim_unbind_thread(void);
+
+/* The error of the calling thread's last failed gilshim_ call, and its text. */
+int gilshim_last_error(void);
+const char *gilshim_strerror(int error);
+
+/* The same entry points the library interposes under the CPython names.
+ * Legacy extensions reach them through <gilshim/redirect.h>. The int
+ * is PyGILState_STATE; the void pointers are PyThreadState pointers. */
+int gilshim_PyGILState_Ensure(void);
+void gilshim_PyGILState_Release(int oldstate);
+void *gilshim_PyGILState_GetThisThreadState(void);
+int gilshim_PyGILState_Check(void);
+void *gilshim_PyEval_SaveThread(void);
+void gilshim_PyEval_RestoreThread(void *tstate);
+/* pthread_create that records the creating thread's interpreter (rule 4). */
+int gilshim_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
+                           void *(*start)(void *), void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GILSHIM_H */

@@ -1,0 +1,426 @@
+/* Interpreters, thread records, rows, frames: see registry.h. */
+#define _GNU_SOURCE
+#include "registry.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A plain mutex, not pthread_once or a lazily-initialised lock: the registry
+ * is re-entered from CPython code the shim calls (destructors that call
+ * PyGILState_Ensure), and must work from the first call of the first thread. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct gs_interp *g_interps;
+static struct gs_thread *g_threads;
+static size_t g_nthreads;
+static _Atomic uint64_t g_generation = 1;
+static _Atomic size_t g_nrows;
+
+static pthread_key_t g_key;
+static _Atomic int g_key_state;  /* 0 none, 1 creating, 2 ready */
+static __thread struct gs_thread *tl_self;
+static gs_thread_reaper g_reaper;
+
+void gs_registry_lock(void) { pthread_mutex_lock(&g_lock); }
+void gs_registry_unlock(void) { pthread_mutex_unlock(&g_lock); }
+uint64_t gs_generation(void) { return atomic_load(&g_generation); }
+void gs_set_thread_reaper(gs_thread_reaper fn) { g_reaper = fn; }
+
+void gs_runtime_ended(void)
+{
+    gs_registry_lock();
+    for (struct gs_interp *in = g_interps; in; in = in->next) {
+        atomic_store(&in->state, GS_DEAD);
+        in->ptr = NULL;
+    }
+    /* Rows of a finished runtime point to freed memory: mark them dead so
+     * no thread, exiting or not, touches them. */
+    for (struct gs_thread *t = g_threads; t; t = t->next_thread)
+        for (size_t i = 0; i < t->nrows; i++)
+            atomic_store(&t->rows[i]->state, GS_ROW_DEAD);
+    atomic_fetch_add(&g_generation, 1);
+    gs_registry_unlock();
+}
+
+struct gs_interp *gs_interp_find_ptr(void *ptr)
+{
+    uint64_t gen = gs_generation();
+    gs_registry_lock();
+    struct gs_interp *in = g_interps;
+    while (in && !(in->ptr == ptr && in->generation == gen &&
+                   atomic_load(&in->state) != GS_DEAD))
+        in = in->next;
+    gs_registry_unlock();
+    return in;
+}
+
+struct gs_interp *gs_interp_intern(void *ptr, int64_t id)
+{
+    uint64_t gen = gs_generation();
+    gs_registry_lock();
+    struct gs_interp *in;
+    for (in = g_interps; in; in = in->next) {
+        if (in->generation != gen || in->id != id)
+            continue;
+        if (in->ptr == ptr && atomic_load(&in->state) != GS_DEAD)
+            break;
+        /* Same id, new address: the old one ended without telling us
+         * (no exit hook yet). Ids are never reused within a runtime, so
+         * this cannot happen; be safe and retire the stale entry. */
+        atomic_store(&in->state, GS_DEAD);
+        in->ptr = NULL;
+    }
+    if (!in && (in = calloc(1, sizeof *in))) {
+        in->ptr = ptr;
+        in->id = id;
+        in->generation = gen;
+        atomic_init(&in->state, GS_ALIVE);
+        in->next = g_interps;
+        g_interps = in;
+    }
+    gs_registry_unlock();
+    return in;
+}
+
+struct gs_interp *gs_interp_find_view(int64_t id, uint64_t gen)
+{
+    gs_registry_lock();
+    struct gs_interp *in = g_interps;
+    while (in && !(in->id == id && in->generation == gen))
+        in = in->next;
+    gs_registry_unlock();
+    return in;
+}
+
+void gs_interp_foreach(void (*fn)(struct gs_interp *, void *), void *arg)
+{
+    gs_registry_lock();
+    for (struct gs_interp *in = g_interps; in; in = in->next)
+        fn(in, arg);
+    gs_registry_unlock();
+}
+
+/* --- threads --- */
+
+static void thread_destructor(void *p)
+{
+    struct gs_thread *t = p;
+    if (!t)
+        return;
+    /* Keep tl_self valid while the reaper runs: CPython may call back into
+     * the shim (object finalizers calling PyGILState_Ensure). */
+    t->in_teardown = 1;
+    if (g_reaper)
+        g_reaper(t);
+    gs_thread_teardown(t);
+}
+
+static int key_ready(void)
+{
+    int s = atomic_load_explicit(&g_key_state, memory_order_acquire);
+    if (s == 2)
+        return 1;
+    gs_registry_lock();
+    if (atomic_load(&g_key_state) == 0) {
+        if (pthread_key_create(&g_key, thread_destructor) == 0)
+            atomic_store_explicit(&g_key_state, 2, memory_order_release);
+    }
+    gs_registry_unlock();
+    return atomic_load(&g_key_state) == 2;
+}
+
+struct gs_thread *gs_thread_peek(void) { return tl_self; }
+
+struct gs_thread *gs_thread_self(void)
+{
+    struct gs_thread *t = tl_self;
+    if (t)
+        return t;
+    if (!key_ready() || !(t = calloc(1, sizeof *t)))
+        return NULL;
+    t->tid = (pid_t)syscall(SYS_gettid);
+    atomic_init(&t->stale_tss, NULL);
+    gs_registry_lock();
+    t->next_thread = g_threads;
+    if (g_threads)
+        g_threads->prev_thread = t;
+    g_threads = t;
+    g_nthreads++;
+    gs_registry_unlock();
+    pthread_setspecific(g_key, t);
+    tl_self = t;
+    return t;
+}
+
+static void free_chunks(struct gs_thread *t)
+{
+    struct gs_frame_chunk *c = t->first_chunk.next;
+    while (c) {
+        struct gs_frame_chunk *n = c->next;
+        free(c);
+        c = n;
+    }
+}
+
+void gs_thread_teardown(struct gs_thread *t)
+{
+    gs_registry_lock();
+    if (t->prev_thread)
+        t->prev_thread->next_thread = t->next_thread;
+    else if (g_threads == t)
+        g_threads = t->next_thread;
+    if (t->next_thread)
+        t->next_thread->prev_thread = t->prev_thread;
+    g_nthreads--;
+    for (size_t i = 0; i < t->nrows; i++)
+        free(t->rows[i]);
+    atomic_fetch_sub(&g_nrows, t->nrows);
+    gs_registry_unlock();
+    free(t->rows);
+    free_chunks(t);
+    if (tl_self == t) {
+        tl_self = NULL;
+        if (atomic_load(&g_key_state) == 2)
+            pthread_setspecific(g_key, NULL);
+    }
+    free(t);
+}
+
+void gs_registry_after_fork_child(void)
+{
+    /* Only the forking thread survives; the others' records describe
+     * threads that do not exist here. Their rows' tstates belong to
+     * CPython, which PyOS_AfterFork_Child cleans up, so just forget them. */
+    pthread_mutex_init(&g_lock, NULL);
+    struct gs_thread *t = g_threads, *keep = tl_self;
+    while (t) {
+        struct gs_thread *n = t->next_thread;
+        if (t != keep) {
+            for (size_t i = 0; i < t->nrows; i++)
+                free(t->rows[i]);
+            atomic_fetch_sub(&g_nrows, t->nrows);
+            free(t->rows);
+            free_chunks(t);
+            free(t);
+        }
+        t = n;
+    }
+    g_threads = keep;
+    g_nthreads = keep ? 1 : 0;
+    if (keep) {
+        keep->next_thread = keep->prev_thread = NULL;
+        keep->tid = (pid_t)syscall(SYS_gettid);
+    }
+}
+
+size_t gs_thread_count(void)
+{
+    gs_registry_lock();
+    size_t n = g_nthreads;
+    gs_registry_unlock();
+    return n;
+}
+
+/* --- rows --- */
+
+struct gs_row *gs_row_find(struct gs_thread *t, struct gs_interp *in)
+{
+    struct gs_row *r = t->last_row;
+    if (r && r->interp == in)
+        return r;
+    for (size_t i = 0; i < t->nrows; i++)
+        if (t->rows[i]->interp == in) {
+            t->last_row = t->rows[i];
+            return t->rows[i];
+        }
+    return NULL;
+}
+
+struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstate, int state)
+{
+    struct gs_row *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->interp = in;
+    r->tstate = tstate;
+    atomic_init(&r->state, state);
+    gs_registry_lock();
+    if (t->nrows == t->caprows) {
+        size_t cap = t->caprows ? 2 * t->caprows : 4;
+        struct gs_row **n = realloc(t->rows, cap * sizeof *n);
+        if (!n) {
+            gs_registry_unlock();
+            free(r);
+            return NULL;
+        }
+        t->rows = n;
+        t->caprows = cap;
+    }
+    t->rows[t->nrows++] = r;
+    atomic_fetch_add(&g_nrows, 1);
+    gs_registry_unlock();
+    t->last_row = r;
+    return r;
+}
+
+int gs_row_is_mine(struct gs_thread *t, void *tstate)
+{
+    if (!t || !tstate)
+        return 0;
+    for (size_t i = 0; i < t->nrows; i++)
+        if (t->rows[i]->tstate == tstate && atomic_load(&t->rows[i]->state) != GS_ROW_DEAD)
+            return 1;
+    return 0;
+}
+
+void gs_row_prune(struct gs_thread *t)
+{
+    gs_registry_lock();
+    size_t j = 0;
+    for (size_t i = 0; i < t->nrows; i++) {
+        if (atomic_load(&t->rows[i]->state) == GS_ROW_DEAD) {
+            if (t->last_row == t->rows[i])
+                t->last_row = NULL;
+            free(t->rows[i]);
+            atomic_fetch_sub(&g_nrows, 1);
+        } else {
+            t->rows[j++] = t->rows[i];
+        }
+    }
+    t->nrows = j;
+    gs_registry_unlock();
+}
+
+void gs_rows_of_interp(struct gs_interp *in,
+                       int (*fn)(struct gs_thread *, struct gs_row *, void *), void *arg)
+{
+    gs_registry_lock();
+    for (struct gs_thread *t = g_threads; t; t = t->next_thread)
+        for (size_t i = 0; i < t->nrows; i++)
+            if (t->rows[i]->interp == in && fn(t, t->rows[i], arg)) {
+                gs_registry_unlock();
+                return;
+            }
+    gs_registry_unlock();
+}
+
+size_t gs_row_count(void) { return atomic_load(&g_nrows); }
+
+/* What a row costs gilshim, besides CPython's own PyThreadState: the row
+ * itself and its slot in the thread's pointer array. */
+size_t gs_row_bytes(void) { return gs_row_count() * (sizeof(struct gs_row) + sizeof(void *)); }
+
+/* --- frames --- */
+
+static struct gs_frame *frame_at(struct gs_thread *t, size_t i, int grow)
+{
+    struct gs_frame_chunk *c = &t->first_chunk;
+    while (i >= GS_FRAME_CHUNK) {
+        if (!c->next) {
+            if (!grow || !(c->next = calloc(1, sizeof *c->next)))
+                return NULL;
+        }
+        c = c->next;
+        i -= GS_FRAME_CHUNK;
+    }
+    return &c->f[i];
+}
+
+struct gs_frame *gs_frame_push(struct gs_thread *t)
+{
+    struct gs_frame *f = t->depth < GS_FRAME_CHUNK ? &t->first_chunk.f[t->depth]
+                                                   : frame_at(t, t->depth, 1);
+    if (!f)
+        return NULL;
+    memset(f, 0, sizeof *f);
+    f->serial = ++t->serial;
+    t->depth++;
+    return f;
+}
+
+struct gs_frame *gs_frame_top(struct gs_thread *t)
+{
+    if (!t || !t->depth)
+        return NULL;
+    size_t i = t->depth - 1;
+    return i < GS_FRAME_CHUNK ? &t->first_chunk.f[i] : frame_at(t, i, 0);
+}
+
+void gs_frame_pop(struct gs_thread *t)
+{
+    struct gs_frame *f = gs_frame_top(t);
+    if (f) {
+        f->kind = GS_FRAME_FREE;
+        t->depth--;
+    }
+}
+
+int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx)
+{
+    if (!t || !f)
+        return 0;
+    size_t base = 0;
+    for (struct gs_frame_chunk *c = &t->first_chunk; c; c = c->next, base += GS_FRAME_CHUNK) {
+        if (f >= c->f && f < c->f + GS_FRAME_CHUNK) {
+            size_t i = base + (size_t)(f - c->f);
+            if (i >= t->depth || f->kind == GS_FRAME_FREE)
+                return 0;
+            if (idx)
+                *idx = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* --- GIL-released regions --- */
+
+void gs_released_push(struct gs_thread *t, void *tstate)
+{
+    if (t->nreleased < GS_RELEASED_MAX)
+        t->released[t->nreleased++] = tstate;
+    else
+        t->released_overflow++;
+}
+
+void gs_released_restore(struct gs_thread *t, void *tstate)
+{
+    if (t->released_overflow && t->nreleased == GS_RELEASED_MAX) {
+        /* Regions past the bound were counted, not kept: close the
+         * innermost counted one, a fair guess when they nest properly. */
+        t->released_overflow--;
+        return;
+    }
+    size_t i = t->nreleased;
+    while (i && t->released[i - 1] != tstate)
+        i--;
+    t->nreleased = i ? i - 1 : 0;
+}
+
+void *gs_released_top(const struct gs_thread *t)
+{
+    return t && t->nreleased ? t->released[t->nreleased - 1] : NULL;
+}
+
+/* --- routing --- */
+
+struct gs_route gs_route_decide(const struct gs_route_in *in)
+{
+    struct gs_route r = {GS_RULE_MAIN, NULL, NULL};
+    if (in->attached) {
+        r.rule = GS_RULE_ATTACHED;
+        r.tstate = in->attached;
+    } else if (in->released) {
+        r.rule = GS_RULE_RELEASED;
+        r.tstate = in->released;
+    } else if (in->bound) {
+        r.rule = GS_RULE_BOUND;
+        r.interp = in->bound;
+    } else if (in->creator) {
+        r.rule = GS_RULE_CREATOR;
+        r.interp = in->creator;
+    }
+    return r;
+}

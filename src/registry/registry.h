@@ -1,0 +1,197 @@
+/*
+ * The registry owns gilshim's state: the interpreters it has seen, one
+ * record per OS thread that touched it, that thread's cached thread states
+ * (rows), its Ensure frames and its GIL-released regions. It knows nothing
+ * of CPython or dlsym: interpreters and thread states are opaque pointers,
+ * so it is unit-tested without Python.
+ *
+ * Concurrency: a thread record is written only by its own thread, except
+ * row->state (atomic, see gs_row) and the stale-TSS mailbox. Adding or
+ * removing rows and thread records happens under one mutex, which the
+ * interpreter-end sweep also takes; hot paths never take it.
+ */
+#ifndef GILSHIM_REGISTRY_H
+#define GILSHIM_REGISTRY_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define GS_HIDDEN __attribute__((visibility("hidden")))
+
+enum gs_interp_state { GS_ALIVE = 0, GS_ENDING = 1, GS_DEAD = 2 };
+
+/* One per interpreter seen, per runtime generation. Never freed, so a
+ * pointer to it (kept in a child thread's TLS, say) never dangles; its
+ * state says whether ptr may still be used. */
+struct gs_interp {
+    void *ptr;                 /* PyInterpreterState *, only while ALIVE */
+    int64_t id;
+    uint64_t generation;
+    _Atomic int state;
+    int hook_registered;       /* its exit hook is in place (under lock) */
+    struct gs_interp *next;
+};
+
+/*
+ * A cached thread state of one (thread x interpreter). The state word is
+ * the whole protocol between the owning thread and whoever ends the
+ * interpreter:
+ *   IDLE -> BUSY   owner, CAS, then re-reads interp->state (both seq_cst,
+ *                  so owner and ender cannot both miss each other)
+ *   BUSY -> IDLE   owner, after it detached
+ *   IDLE -> DEAD   ender, CAS; the ender then deletes the thread state
+ *   BUSY           the ender waits, GIL released, for IDLE
+ * A DEAD row's tstate is never touched again.
+ */
+enum gs_row_state { GS_ROW_IDLE = 0, GS_ROW_BUSY = 1, GS_ROW_DEAD = 2 };
+
+struct gs_row {
+    struct gs_interp *interp;
+    void *tstate;
+    _Atomic int state;
+};
+
+/* Which rule picked the interpreter (README "Routing rules"). */
+enum gs_rule {
+    GS_RULE_NONE = 0,
+    GS_RULE_ATTACHED = 1,   /* thread already attached: nest */
+    GS_RULE_RELEASED = 2,   /* inside a GIL-released region: re-attach it */
+    GS_RULE_BOUND = 3,      /* gilshim_bind_thread */
+    GS_RULE_CREATOR = 4,    /* inherited from the creating thread */
+    GS_RULE_MAIN = 5,       /* nothing known: main, as stock does */
+};
+
+/* What an Ensure did, so that its Release undoes exactly that. */
+enum gs_frame_kind {
+    GS_FRAME_FREE = 0,
+    GS_FRAME_NESTED,        /* was attached; nothing to undo */
+    GS_FRAME_REATTACH,      /* re-attached a released tstate; detach it */
+    GS_FRAME_ROW,           /* attached a row; detach, row back to IDLE */
+    GS_FRAME_SWITCH,        /* explicit: detached prev, attached a row; swap back */
+};
+
+struct gs_frame {
+    int kind;               /* gs_frame_kind */
+    int rule;               /* gs_rule */
+    int returned;           /* PyGILState_STATE handed out */
+    int explicit_api;       /* from gilshim_ensure: a token */
+    void *tstate;           /* attached by/at this Ensure */
+    void *prev;             /* SWITCH: tstate to re-attach on release */
+    struct gs_row *row;
+    const void *caller;     /* return address of the Ensure call */
+    unsigned long serial;   /* distinguishes reuses of the slot */
+};
+
+#define GS_FRAME_CHUNK 32
+struct gs_frame_chunk {
+    struct gs_frame f[GS_FRAME_CHUNK];
+    struct gs_frame_chunk *next;
+};
+
+#define GS_RELEASED_MAX 32
+
+struct gs_thread {
+    pid_t tid;
+    /* rows: array of stable pointers; grows under the registry lock */
+    struct gs_row **rows;
+    size_t nrows, caprows;
+    struct gs_row *last_row;          /* hot-path cache */
+    /* Ensure frames: chunks never move, so a frame can be a token */
+    struct gs_frame_chunk first_chunk;
+    size_t depth;
+    unsigned long serial;
+    /* GIL-released regions opened through PyEval_SaveThread, innermost
+     * last; deeper nesting than GS_RELEASED_MAX is counted, not kept */
+    void *released[GS_RELEASED_MAX];
+    size_t nreleased, released_overflow;
+    /* rule 3 (rule 4's interpreter lives in TLS set before the thread's
+     * start routine runs, see src/shim/interpose.c) */
+    struct gs_interp *bound;
+    /* interpreters whose exit hook should be placed the next time this
+     * thread is attached to them (it learnt of them while detached) */
+    struct gs_interp *pending_hook;
+    /* a tstate deleted by another thread that may still sit in this
+     * thread's CPython TSS slot; cleared by this thread on its next call */
+    _Atomic(void *) stale_tss;
+    int in_teardown;
+    struct gs_thread *next_thread, *prev_thread;
+};
+
+/* --- lifecycle of the registry itself --- */
+GS_HIDDEN void gs_registry_lock(void);
+GS_HIDDEN void gs_registry_unlock(void);
+GS_HIDDEN uint64_t gs_generation(void);
+/* The runtime has gone: every interpreter DEAD, a new generation begins. */
+GS_HIDDEN void gs_runtime_ended(void);
+
+/* --- interpreters --- */
+/* Find or add the entry for ptr in the current generation; NULL on ENOMEM. */
+GS_HIDDEN struct gs_interp *gs_interp_intern(void *ptr, int64_t id);
+GS_HIDDEN struct gs_interp *gs_interp_find_ptr(void *ptr);
+GS_HIDDEN struct gs_interp *gs_interp_find_view(int64_t id, uint64_t gen);
+GS_HIDDEN void gs_interp_foreach(void (*fn)(struct gs_interp *, void *), void *arg);
+
+/* --- threads --- */
+/* The calling thread's record, or NULL if it has none yet. */
+GS_HIDDEN struct gs_thread *gs_thread_peek(void);
+/* The calling thread's record, created on first use; NULL on ENOMEM. */
+GS_HIDDEN struct gs_thread *gs_thread_self(void);
+/* Called by the thread-exit destructor before the record is freed, to
+ * destroy the thread's live rows. Set by the shim. */
+typedef void (*gs_thread_reaper)(struct gs_thread *);
+GS_HIDDEN void gs_set_thread_reaper(gs_thread_reaper fn);
+/* Unlink and free the calling thread's record (thread exit, tests). */
+GS_HIDDEN void gs_thread_teardown(struct gs_thread *t);
+/* fork child: forget every other thread's record (their threads are gone). */
+GS_HIDDEN void gs_registry_after_fork_child(void);
+GS_HIDDEN size_t gs_thread_count(void);
+
+/* --- rows --- */
+GS_HIDDEN struct gs_row *gs_row_find(struct gs_thread *t, struct gs_interp *in);
+/* A new row in the given gs_row_state; stable address; NULL on ENOMEM. */
+GS_HIDDEN struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstate,
+                                  int state);
+GS_HIDDEN int gs_row_is_mine(struct gs_thread *t, void *tstate);
+/* Drop DEAD rows of t (owner only). */
+GS_HIDDEN void gs_row_prune(struct gs_thread *t);
+/* Under the registry lock: for every row of interp in every thread, call fn.
+ * fn returns nonzero to stop. */
+GS_HIDDEN void gs_rows_of_interp(struct gs_interp *in,
+                                 int (*fn)(struct gs_thread *, struct gs_row *, void *),
+                                 void *arg);
+GS_HIDDEN size_t gs_row_count(void);
+GS_HIDDEN size_t gs_row_bytes(void);
+
+/* --- frames --- */
+GS_HIDDEN struct gs_frame *gs_frame_push(struct gs_thread *t);
+GS_HIDDEN struct gs_frame *gs_frame_top(struct gs_thread *t);
+GS_HIDDEN void gs_frame_pop(struct gs_thread *t);
+/* 1 if f is a live frame of t (a valid token); its depth index in *idx. */
+GS_HIDDEN int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx);
+
+/* --- GIL-released regions --- */
+GS_HIDDEN void gs_released_push(struct gs_thread *t, void *tstate);
+/* The thread attaches tstate (PyEval_RestoreThread). If tstate opened one
+ * of the open regions, that region and the ones inside it are closed;
+ * otherwise the thread switched to another thread state and every open
+ * region is abandoned: attached now, it has none until it detaches again. */
+GS_HIDDEN void gs_released_restore(struct gs_thread *t, void *tstate);
+GS_HIDDEN void *gs_released_top(const struct gs_thread *t);
+
+/* --- the pure routing decision --- */
+struct gs_route_in {
+    void *attached;                 /* tstate attached on this thread, or NULL */
+    void *released;                 /* innermost released tstate, or NULL */
+    struct gs_interp *bound;
+    struct gs_interp *creator;
+};
+struct gs_route {
+    int rule;                       /* gs_rule */
+    void *tstate;                   /* ATTACHED / RELEASED */
+    struct gs_interp *interp;       /* BOUND / CREATOR; NULL means main */
+};
+GS_HIDDEN struct gs_route gs_route_decide(const struct gs_route_in *in);
+
+#endif

@@ -1,0 +1,193 @@
+/* The explicit API of include/gilshim.h. Failures return an error (and set
+ * gilshim_last_error) instead of taking the interposed Ensure's fail-safe
+ * path: a caller of this API can handle them. */
+#define _GNU_SOURCE
+#include "../../include/gilshim.h"
+#include "shim.h"
+
+#include <stdatomic.h>
+
+static __thread int tl_error;
+
+static int fail(int err)
+{
+    tl_error = err;
+    return err;
+}
+
+static int ready(void)
+{
+    int s = gs_py_state();
+    if (s == GS_PY_UNKNOWN)
+        s = gs_py_resolve();
+    return s == GS_PY_PRESENT && py.IsInitialized();
+}
+
+static const gilshim_view invalid_view = {-1, 0};
+
+GS_EXPORT const char *gilshim_version(void) { return "0.1.0"; }
+
+GS_EXPORT int gilshim_last_error(void) { return tl_error; }
+
+GS_EXPORT const char *gilshim_strerror(int error)
+{
+    switch (error) {
+    case GILSHIM_OK: return "no error";
+    case GILSHIM_ENOPYTHON: return "no initialized CPython runtime in this process";
+    case GILSHIM_EINVAL: return "invalid view or token";
+    case GILSHIM_ESTALE: return "the view belongs to a runtime that has been finalized";
+    case GILSHIM_EGONE: return "the interpreter has ended or is ending";
+    case GILSHIM_EFINALIZING: return "the Python runtime is finalizing";
+    case GILSHIM_ENOMEM: return "out of memory, or CPython could not create a thread state";
+    case GILSHIM_EORDER: return "token released out of LIFO order";
+    case GILSHIM_ETHREAD: return "token is not open on this thread (released twice, or another thread's)";
+    default: return "unknown gilshim error";
+    }
+}
+
+static gilshim_view view_of(struct gs_interp *in)
+{
+    if (!in)
+        return invalid_view;
+    gilshim_view v = {in->id, in->generation};
+    return v;
+}
+
+GS_EXPORT gilshim_view gilshim_view_current(void)
+{
+    if (!ready())
+        return fail(GILSHIM_ENOPYTHON), invalid_view;
+    PyThreadState *t = gs_py_attached();
+    if (!t)
+        return fail(GILSHIM_EINVAL), invalid_view;
+    return view_of(gs_interp_of(t, 1));
+}
+
+GS_EXPORT gilshim_view gilshim_view_main(void)
+{
+    if (!ready())
+        return fail(GILSHIM_ENOPYTHON), invalid_view;
+    return view_of(gs_main_interp());
+}
+
+/* The live entry of a view, or NULL with tl_error set. */
+static struct gs_interp *resolve_view(gilshim_view v)
+{
+    if (!ready())
+        return fail(GILSHIM_ENOPYTHON), NULL;
+    if (v.id < 0)
+        return fail(GILSHIM_EINVAL), NULL;
+    if (v.generation != gs_generation())
+        return fail(GILSHIM_ESTALE), NULL;
+    struct gs_interp *in = gs_interp_find_view(v.id, v.generation);
+    if (!in)
+        return fail(GILSHIM_EINVAL), NULL;
+    if (gs_runtime_finalizing())
+        return fail(GILSHIM_EFINALIZING), NULL;
+    if (atomic_load(&in->state) != GS_ALIVE)
+        return fail(GILSHIM_EGONE), NULL;
+    return in;
+}
+
+GS_EXPORT int gilshim_view_alive(gilshim_view v) { return resolve_view(v) != NULL; }
+
+GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
+{
+    struct gs_interp *in = resolve_view(v);
+    struct gs_thread *self = in ? gs_thread_self() : NULL;
+    if (!in)
+        return NULL;
+    if (!self)
+        return fail(GILSHIM_ENOMEM), NULL;
+    if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
+        gs_fix_stale_tss(self);
+    struct gs_frame *f = gs_frame_push(self);
+    if (!f)
+        return fail(GILSHIM_ENOMEM), NULL;
+    f->explicit_api = 1;
+    f->caller = __builtin_return_address(0);
+    f->rule = GS_RULE_BOUND;
+    PyThreadState *att = gs_py_attached();
+    int err = 0;
+    if (att && py.ThreadState_GetInterpreter(att) == in->ptr) {
+        f->kind = GS_FRAME_NESTED;
+        f->tstate = att;
+    } else if (att) {
+        PyThreadState *prev = py.SaveThread();
+        struct gs_row *r = gs_row_acquire(self, in, &err);
+        if (!r) {
+            py.RestoreThread(prev);
+            gs_frame_pop(self);
+            return fail(err), NULL;
+        }
+        f->kind = GS_FRAME_SWITCH;
+        f->prev = prev;
+        f->row = r;
+        f->tstate = r->tstate;
+    } else {
+        PyThreadState *rel = gs_released_top(self);
+        if (rel && py.ThreadState_GetInterpreter(rel) == in->ptr) {
+            py.RestoreThread(rel);
+            f->kind = GS_FRAME_REATTACH;
+            f->tstate = rel;
+        } else {
+            struct gs_row *r = gs_row_acquire(self, in, &err);
+            if (!r) {
+                gs_frame_pop(self);
+                return fail(err), NULL;
+            }
+            f->kind = GS_FRAME_ROW;
+            f->row = r;
+            f->tstate = r->tstate;
+        }
+    }
+    tl_error = GILSHIM_OK;
+    return (gilshim_token *)f;
+}
+
+GS_EXPORT void gilshim_release(gilshim_token *token)
+{
+    struct gs_thread *self = gs_thread_peek();
+    struct gs_frame *f = (struct gs_frame *)token;
+    size_t idx;
+    char where[256];
+    if (!token) {
+        fail(GILSHIM_EINVAL);
+        return;
+    }
+    if (!gs_frame_lookup(self, f, &idx) || !f->explicit_api) {
+        fail(GILSHIM_ETHREAD);
+        gs_log(GS_LOG_WARN, "gilshim_release(%p) at %s: %s", (void *)token,
+               gs_describe_addr(__builtin_return_address(0), where, sizeof where),
+               gilshim_strerror(GILSHIM_ETHREAD));
+        return;
+    }
+    if (idx + 1 != self->depth) {
+        fail(GILSHIM_EORDER);
+        gs_log(GS_LOG_WARN, "gilshim_release(%p) at %s: %s (%zu newer still open); ignored",
+               (void *)token, gs_describe_addr(__builtin_return_address(0), where, sizeof where),
+               gilshim_strerror(GILSHIM_EORDER), self->depth - idx - 1);
+        return;
+    }
+    gs_frame_undo(self, f);
+    tl_error = GILSHIM_OK;
+}
+
+GS_EXPORT int gilshim_bind_thread(gilshim_view v)
+{
+    struct gs_interp *in = resolve_view(v);
+    if (!in)
+        return tl_error;
+    struct gs_thread *self = gs_thread_self();
+    if (!self)
+        return fail(GILSHIM_ENOMEM);
+    self->bound = in;
+    return tl_error = GILSHIM_OK;
+}
+
+GS_EXPORT void gilshim_unbind_thread(void)
+{
+    struct gs_thread *self = gs_thread_peek();
+    if (self)
+        self->bound = NULL;
+}

@@ -1,0 +1,106 @@
+/*
+ * The slice of CPython the shim uses, declared here instead of including
+ * Python.h: the shim links no libpython and runs unchanged on 3.9-3.13, so
+ * every CPython function is found at run time and called through py.*.
+ * Types are opaque; the one struct field read (thread_id, on <= 3.11) has
+ * its offset in a per-version table checked by tests/embed.
+ */
+#ifndef GILSHIM_CPYTHON_H
+#define GILSHIM_CPYTHON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GS_HIDDEN __attribute__((visibility("hidden")))
+#define GS_EXPORT __attribute__((visibility("default")))
+
+typedef struct gs_PyThreadState PyThreadState;
+typedef struct gs_PyInterpreterState PyInterpreterState;
+typedef struct gs_PyObject PyObject;
+
+/* PyGILState_STATE */
+enum { GS_PyGILState_LOCKED = 0, GS_PyGILState_UNLOCKED = 1 };
+
+/* PyMethodDef, for the per-interpreter exit hook (stable ABI layout). */
+struct gs_PyMethodDef {
+    const char *ml_name;
+    PyObject *(*ml_meth)(PyObject *, PyObject *);
+    int ml_flags;
+    const char *ml_doc;
+};
+#define GS_METH_NOARGS 0x0004
+
+struct gs_py {
+    int minor;                     /* 9..13; 0 until resolved */
+    long thread_id_offset;         /* <= 3.11: offsetof(PyThreadState, thread_id) */
+    /* the originals of what the shim interposes */
+    int (*GILState_Ensure)(void);
+    void (*GILState_Release)(int);
+    PyThreadState *(*GILState_GetThisThreadState)(void);
+    int (*GILState_Check)(void);
+    PyThreadState *(*SaveThread)(void);
+    void (*RestoreThread)(PyThreadState *);
+    /* used, never interposed */
+    int (*IsInitialized)(void);
+    int (*IsFinalizing)(void);
+    PyThreadState *(*UncheckedGet)(void);
+    PyThreadState *(*ThreadState_New)(PyInterpreterState *);
+    void (*ThreadState_Clear)(PyThreadState *);
+    void (*ThreadState_Delete)(PyThreadState *);
+    void (*ThreadState_DeleteCurrent)(void);
+    PyInterpreterState *(*ThreadState_GetInterpreter)(PyThreadState *);
+    int64_t (*InterpreterState_GetID)(PyInterpreterState *);
+    PyInterpreterState *(*InterpreterState_Main)(void);
+    PyInterpreterState *(*InterpreterState_Head)(void);
+    PyInterpreterState *(*InterpreterState_Next)(PyInterpreterState *);
+    PyObject *(*Err_Occurred)(void);
+    void (*Err_Clear)(void);
+    const char *(*GetVersion)(void);
+    int (*AtExit)(void (*)(void));
+    PyObject *(*Import_ImportModule)(const char *);
+    PyObject *(*Object_GetAttrString)(PyObject *, const char *);
+    PyObject *(*Object_CallFunctionObjArgs)(PyObject *, ...);
+    PyObject *(*CFunction_NewEx)(struct gs_PyMethodDef *, PyObject *, PyObject *);
+    void (*DecRef)(PyObject *);
+    PyObject *(*BuildValue)(const char *, ...);
+};
+
+GS_HIDDEN extern struct gs_py py;
+
+/* Python's state in this process, as far as the shim knows. */
+enum { GS_PY_UNKNOWN = 0, GS_PY_ABSENT = 1, GS_PY_PRESENT = 2, GS_PY_UNSUPPORTED = 3 };
+
+/* Resolve everything once; GS_PY_PRESENT if the shim can route. Cheap after
+ * the first call. Never prints unless asked to (GILSHIM_LOG_LEVEL). */
+GS_HIDDEN int gs_py_resolve(void);
+GS_HIDDEN int gs_py_state(void);
+
+/* The original of an interposed function: RTLD_NEXT, then RTLD_DEFAULT,
+ * never an address inside libgilshim. NULL if there is none. */
+GS_HIDDEN void *gs_real_symbol(const char *name);
+
+GS_HIDDEN unsigned long gs_self_ident(void);
+
+/* The CPython names libgilshim exports (interpose.c). */
+GS_EXPORT int PyGILState_Ensure(void);
+GS_EXPORT void PyGILState_Release(int oldstate);
+GS_EXPORT void *PyGILState_GetThisThreadState(void);
+GS_EXPORT int PyGILState_Check(void);
+GS_EXPORT void *PyEval_SaveThread(void);
+GS_EXPORT void PyEval_RestoreThread(void *tstate);
+
+/* The tstate attached on the calling OS thread, or NULL. On <= 3.11 the
+ * "current" tstate is process-wide (one GIL), so it is ours only if its
+ * thread_id is this thread. */
+static inline PyThreadState *gs_py_attached(void)
+{
+    PyThreadState *t = py.UncheckedGet();
+    if (t && py.thread_id_offset) {
+        unsigned long owner = *(const unsigned long *)((const char *)t + py.thread_id_offset);
+        if (owner != gs_self_ident())
+            return NULL;
+    }
+    return t;
+}
+
+#endif

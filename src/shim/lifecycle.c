@@ -1,0 +1,306 @@
+/*
+ * Interpreter ends, runtime finalization, thread exit, fork.
+ *
+ * CPython frees thread states when an interpreter ends; the shim caches
+ * them. So it must hear of each end first: a Python-level atexit callback
+ * per interpreter (runs inside Py_EndInterpreter and Py_FinalizeEx before
+ * any thread state is freed, on 3.9-3.13) sweeps that interpreter's rows,
+ * and Py_AtExit (runs last in Py_FinalizeEx) closes the runtime generation.
+ */
+#define _GNU_SOURCE
+#include "shim.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int g_finalizing;
+static _Atomic uint64_t g_atexit_generation;
+
+int gs_runtime_finalizing(void) { return atomic_load_explicit(&g_finalizing, memory_order_acquire); }
+
+/*
+ * CPython's gilstate TSS slot ("autoTSSkey"). Deleting a thread state that
+ * another thread's slot points to leaves that slot dangling, and on 3.12+
+ * PyThreadState_Delete also clears the *calling* thread's slot. The key is
+ * not exported, so find it once: the only pthread key whose value on this
+ * thread is the thread state CPython reports as this thread's.
+ */
+static pthread_key_t g_tss_key;
+static _Atomic int g_tss_key_state;  /* 0 unknown, 1 found, 2 not found */
+
+static void discover_tss_key(void)
+{
+    if (atomic_load(&g_tss_key_state))
+        return;
+    void *mine = py.GILState_GetThisThreadState();
+    if (!mine)
+        return;
+    int found = -1, n = 0;
+    for (int k = 0; k < 1024; k++)
+        if (pthread_getspecific((pthread_key_t)k) == mine) {
+            found = k;
+            n++;
+        }
+    if (n == 1) {
+        g_tss_key = (pthread_key_t)found;
+        atomic_store(&g_tss_key_state, 1);
+    } else {
+        atomic_store(&g_tss_key_state, 2);
+        gs_log(GS_LOG_INFO, "CPython's thread-state key not identified (%d candidates); "
+               "threads whose cached state an interpreter end deletes keep a stale slot", n);
+    }
+}
+
+void gs_fix_stale_tss(struct gs_thread *self)
+{
+    atomic_store(&self->stale_tss, NULL);
+    if (atomic_load(&g_tss_key_state) == 1) {
+        void *v = pthread_getspecific(g_tss_key);
+        for (size_t i = 0; v && i < self->nrows; i++)
+            if (atomic_load(&self->rows[i]->state) == GS_ROW_DEAD && self->rows[i]->tstate == v) {
+                pthread_setspecific(g_tss_key, NULL);
+                break;
+            }
+    }
+    gs_row_prune(self);
+}
+
+void gs_delete_foreign_tstate(struct gs_thread *owner, PyThreadState *t)
+{
+    int have_key = atomic_load(&g_tss_key_state) == 1;
+    void *saved = have_key ? pthread_getspecific(g_tss_key) : NULL;
+    py.ThreadState_Clear(t);
+    py.ThreadState_Delete(t);
+    if (have_key && saved != (void *)t && pthread_getspecific(g_tss_key) != saved)
+        pthread_setspecific(g_tss_key, saved);
+    if (owner)
+        atomic_store(&owner->stale_tss, (void *)t);
+}
+
+/* --- the sweep of one ending interpreter --- */
+
+struct sweep {
+    PyThreadState *self_tstate;
+    struct gs_thread *owners[64];
+    PyThreadState *victims[64];
+    size_t n;
+    size_t busy;
+};
+
+static int collect(struct gs_thread *t, struct gs_row *r, void *arg)
+{
+    struct sweep *s = arg;
+    if (r->tstate == s->self_tstate)
+        return 0;
+    int idle = GS_ROW_IDLE;
+    if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD)) {
+        if (r->tstate) {
+            s->owners[s->n] = t;
+            s->victims[s->n++] = r->tstate;
+        }
+    } else if (idle == GS_ROW_BUSY) {
+        s->busy++;
+    }
+    return s->n == 64;  /* batch full: delete these, then sweep again */
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Attached to in's interpreter, with CPython still fully alive there. */
+static void sweep(struct gs_interp *in)
+{
+    atomic_store(&in->state, GS_ENDING);
+    long deadline = now_ms() + gs_config()->drain_ms;
+    size_t deleted = 0;
+    for (;;) {
+        struct sweep s = {.self_tstate = py.UncheckedGet()};
+        gs_rows_of_interp(in, collect, &s);
+        for (size_t i = 0; i < s.n; i++)
+            gs_delete_foreign_tstate(s.owners[i] == gs_thread_peek() ? NULL : s.owners[i],
+                                     s.victims[i]);
+        deleted += s.n;
+        if (s.n == 64)
+            continue;
+        if (!s.busy)
+            break;
+        if (now_ms() >= deadline) {
+            gs_log(GS_LOG_WARN, "interpreter %lld ends with %zu callback(s) still running after "
+                   "GILSHIM_DRAIN_MS=%ld", (long long)in->id, s.busy, gs_config()->drain_ms);
+            break;
+        }
+        /* Callbacks in flight need this GIL to finish. */
+        PyThreadState *me = py.SaveThread();
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+        py.RestoreThread(me);
+    }
+    gs_log(GS_LOG_DEBUG, "interpreter %lld ends: %zu cached thread state(s) deleted",
+           (long long)in->id, deleted);
+    atomic_store(&in->state, GS_DEAD);
+}
+
+struct others {
+    struct gs_interp *main;
+    struct gs_interp *list[256];
+    size_t n;
+};
+
+static void alive_subs(struct gs_interp *in, void *arg)
+{
+    struct others *o = arg;
+    if (in != o->main && in->generation == gs_generation() &&
+        atomic_load(&in->state) == GS_ALIVE && in->ptr && o->n < 256)
+        o->list[o->n++] = in;
+}
+
+static PyObject *exit_hook(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    PyThreadState *me = py.UncheckedGet();
+    struct gs_interp *in = me ? gs_interp_find_ptr(py.ThreadState_GetInterpreter(me)) : NULL;
+    if (in && in == gs_main_interp()) {
+        /* The runtime is going. Sub-interpreters that 3.13 will end later,
+         * from a thread where all else is gone, and those 3.9-3.12 leave
+         * behind: sweep them now, each from inside, while it is safe. */
+        struct others o = {.main = in};
+        gs_interp_foreach(alive_subs, &o);
+        for (size_t i = 0; i < o.n; i++) {
+            PyThreadState *visit = py.ThreadState_New(o.list[i]->ptr);
+            if (!visit)
+                continue;
+            PyThreadState *back = py.SaveThread();
+            py.RestoreThread(visit);
+            sweep(o.list[i]);
+            atomic_store(&o.list[i]->state, GS_ALIVE);  /* it lives on, without our rows */
+            py.ThreadState_Clear(visit);
+            py.ThreadState_DeleteCurrent();
+            py.RestoreThread(back);
+        }
+        atomic_store(&g_finalizing, 1);
+        for (size_t i = 0; i < o.n; i++)
+            atomic_store(&o.list[i]->state, GS_ENDING);
+        sweep(in);
+    } else if (in) {
+        sweep(in);
+    }
+    return py.BuildValue("");
+}
+
+static void runtime_exit(void)
+{
+    /* Last thing in Py_FinalizeEx: every tstate is freed. */
+    gs_runtime_ended();
+    atomic_store(&g_finalizing, 0);
+}
+
+void gs_place_exit_hook(struct gs_interp *in)
+{
+    static struct gs_PyMethodDef def = {"_gilshim_interpreter_exit", exit_hook, GS_METH_NOARGS,
+                                        "gilshim: forget this interpreter's cached thread states"};
+    gs_registry_lock();
+    int done = in->hook_registered;
+    in->hook_registered = 1;
+    gs_registry_unlock();
+    if (done)
+        return;
+    uint64_t gen = gs_generation();
+    if (atomic_exchange(&g_atexit_generation, gen) != gen)
+        py.AtExit(runtime_exit);
+    discover_tss_key();
+
+    PyObject *mod = py.Import_ImportModule("atexit"), *fn = NULL, *reg = NULL, *res = NULL;
+    if (mod && (fn = py.CFunction_NewEx(&def, NULL, NULL)) &&
+        (reg = py.Object_GetAttrString(mod, "register")))
+        res = py.Object_CallFunctionObjArgs(reg, fn, NULL);
+    if (!res) {
+        py.Err_Clear();
+        gs_log(GS_LOG_WARN, "could not register the exit hook of interpreter %lld; "
+               "ending it while foreign threads hold cached states will fail", (long long)in->id);
+    }
+    if (res) py.DecRef(res);
+    if (reg) py.DecRef(reg);
+    if (fn) py.DecRef(fn);
+    if (mod) py.DecRef(mod);
+}
+
+/* --- thread exit --- */
+
+static void reap_thread(struct gs_thread *t)
+{
+    if (t->depth) {
+        char where[256];
+        struct gs_frame *f = gs_frame_top(t);
+        gs_log(GS_LOG_WARN, "thread exits with %zu PyGILState_Ensure/gilshim_ensure still open "
+               "(innermost at %s); releasing its GIL", t->depth,
+               gs_describe_addr(f ? f->caller : NULL, where, sizeof where));
+        if (gs_py_state() == GS_PY_PRESENT && py.IsInitialized() && !gs_runtime_finalizing() &&
+            gs_py_attached())
+            py.SaveThread();
+        for (size_t i = 0; i < t->nrows; i++) {
+            int busy = GS_ROW_BUSY;
+            atomic_compare_exchange_strong(&t->rows[i]->state, &busy, GS_ROW_IDLE);
+        }
+    }
+    if (gs_py_state() != GS_PY_PRESENT)
+        return;
+    for (size_t i = 0; i < t->nrows; i++) {
+        struct gs_row *r = t->rows[i];
+        int idle = GS_ROW_IDLE;
+        if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY))
+            continue;
+        /* Touch only interpreters that are alive: a thread that attaches
+         * while the runtime finalizes is killed by CPython, and here that
+         * would be inside a TLS destructor. */
+        if (atomic_load(&r->interp->state) != GS_ALIVE || gs_runtime_finalizing() ||
+            !py.IsInitialized() || py.IsFinalizing() || !r->tstate) {
+            atomic_store(&r->state, GS_ROW_DEAD);
+            continue;
+        }
+        py.RestoreThread(r->tstate);
+        py.ThreadState_Clear(r->tstate);
+        py.ThreadState_DeleteCurrent();
+        atomic_store(&r->state, GS_ROW_DEAD);
+    }
+}
+
+/* --- failure policy of the interposed PyGILState_Ensure --- */
+
+void gs_fail_safe(const char *why, const void *caller)
+{
+    char where[256];
+    int policy = gs_config()->on_finalize;
+    static const char *const names[] = {"park", "exit", "abort"};
+    gs_log(GS_LOG_WARN, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
+           gs_describe_addr(caller, where, sizeof where), names[policy]);
+    if (policy == GS_FIN_ABORT)
+        abort();
+    if (policy == GS_FIN_EXIT)
+        pthread_exit(NULL);
+    /* park: block forever, holding nothing, like CPython 3.14 */
+    for (;;)
+        pause();
+}
+
+/* --- fork --- */
+
+static void after_fork_child(void) { gs_registry_after_fork_child(); }
+
+static _Atomic int g_lifecycle_ready;
+
+void gs_lifecycle_init(void)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&g_lifecycle_ready, &expect, 1))
+        return;
+    gs_set_thread_reaper(reap_thread);
+    pthread_atfork(NULL, NULL, after_fork_child);
+}

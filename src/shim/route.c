@@ -1,0 +1,357 @@
+/*
+ * The routing core: what PyGILState_Ensure/Release and the calls around
+ * them do once CPython is known (README "Routing rules"). Every CPython
+ * call goes through py.*, the originals; nothing here calls an interposed
+ * name, so the shim never sees itself.
+ */
+#define _GNU_SOURCE
+#include "shim.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* Rule 4: set in a new thread before its start routine runs. */
+__thread struct gs_interp *gs_tl_creator;
+
+static _Atomic(struct gs_interp *) g_main;
+
+static inline int routing(void)
+{
+    int s = gs_py_state();
+    if (__builtin_expect(s == GS_PY_UNKNOWN, 0))
+        s = gs_py_resolve();
+    return s == GS_PY_PRESENT && gs_config()->mode == GS_MODE_ROUTE;
+}
+
+/* An interposed name must reach CPython even when the shim stands aside. */
+#define ORIGINAL(field, name) \
+    (py.field ? py.field : (__typeof__(py.field))gs_real_symbol(name))
+
+struct gs_interp *gs_main_interp(void)
+{
+    struct gs_interp *e = atomic_load_explicit(&g_main, memory_order_acquire);
+    if (__builtin_expect(e && e->generation == gs_generation(), 1))
+        return e;
+    PyInterpreterState *ip = py.InterpreterState_Main();
+    if (!ip)
+        return NULL;
+    e = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
+    atomic_store_explicit(&g_main, e, memory_order_release);
+    return e;
+}
+
+struct gs_interp *gs_interp_of(PyThreadState *t, int attached)
+{
+    PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
+    struct gs_interp *in = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
+    if (in && attached && !in->hook_registered)
+        gs_place_exit_hook(in);
+    return in;
+}
+
+/* An entry whose exit hook is not in place yet may describe an interpreter
+ * that has ended since (it was learnt from a creating thread that was not
+ * attached). Check CPython's own list before the first use. */
+static int still_listed(struct gs_interp *in)
+{
+    for (PyInterpreterState *ip = py.InterpreterState_Head(); ip; ip = py.InterpreterState_Next(ip))
+        if (ip == in->ptr)
+            return py.InterpreterState_GetID(ip) == in->id;
+    return 0;
+}
+
+/* The thread's CPython-bound tstate when it is not one of our rows: a
+ * GIL-released region CPython knows of but the shim did not see open
+ * (it was opened inside libpython, or before the shim was loaded). */
+static PyThreadState *stock_released(struct gs_thread *self)
+{
+    PyThreadState *g = py.GILState_GetThisThreadState();
+    return g && !gs_row_is_mine(self, g) ? g : NULL;
+}
+
+struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err)
+{
+    struct gs_row *r = gs_row_find(self, in);
+    if (r) {
+        int idle = GS_ROW_IDLE;
+        if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY)) {
+            *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
+            return NULL;
+        }
+    } else {
+        /* Born BUSY, so an interpreter end that sweeps now waits for it. */
+        if (!(r = gs_row_add(self, in, NULL, GS_ROW_BUSY))) {
+            *err = GILSHIM_ENOMEM;
+            return NULL;
+        }
+    }
+    /* seq_cst after the CAS/publish above: see the protocol in registry.h */
+    if (atomic_load(&in->state) != GS_ALIVE || gs_runtime_finalizing()) {
+        *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
+        atomic_store(&r->state, r->tstate ? GS_ROW_IDLE : GS_ROW_DEAD);
+        return NULL;
+    }
+    if (!r->tstate) {
+        if (!in->hook_registered && !still_listed(in)) {
+            atomic_store(&in->state, GS_DEAD);
+            atomic_store(&r->state, GS_ROW_DEAD);
+            *err = GILSHIM_EGONE;
+            return NULL;
+        }
+        /* CPython documents PyThreadState_New as callable without the GIL
+         * (stock PyGILState_Ensure does exactly this). */
+        PyThreadState *t = py.ThreadState_New(in->ptr);
+        if (!t) {
+            atomic_store(&r->state, GS_ROW_DEAD);
+            *err = GILSHIM_ENOMEM;
+            return NULL;
+        }
+        r->tstate = t;
+        py.RestoreThread(t);
+        gs_log(GS_LOG_DEBUG, "new thread state %p for interpreter %lld", (void *)t,
+               (long long)in->id);
+        if (!in->hook_registered)
+            gs_place_exit_hook(in);
+        return r;
+    }
+    py.RestoreThread(r->tstate);
+    return r;
+}
+
+void gs_row_detach(struct gs_row *r)
+{
+    py.SaveThread();
+    atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
+}
+
+static struct gs_interp *owner_interp(int *rule)
+{
+    struct gs_thread *self = gs_thread_peek();
+    if (self && self->bound) {
+        *rule = GS_RULE_BOUND;
+        return self->bound;
+    }
+    if (gs_tl_creator) {
+        *rule = GS_RULE_CREATOR;
+        return gs_tl_creator;
+    }
+    *rule = GS_RULE_MAIN;
+    return gs_main_interp();
+}
+
+static const char *rule_name(int rule)
+{
+    static const char *const names[] = {"none", "attached", "GIL-released region",
+                                        "thread binding", "creating thread", "main"};
+    return rule >= 0 && rule <= GS_RULE_MAIN ? names[rule] : "?";
+}
+
+static int g_runtime_seen;
+
+int gs_ensure(const void *caller)
+{
+    if (!routing())
+        return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
+    if (__builtin_expect(!py.IsInitialized(), 0)) {
+        if (g_runtime_seen)
+            gs_fail_safe("PyGILState_Ensure after Py_FinalizeEx", caller);
+        return py.GILState_Ensure();
+    }
+    g_runtime_seen = 1;
+    struct gs_thread *self = gs_thread_self();
+    if (!self)
+        gs_fail_safe("out of memory for the thread record", caller);
+    if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) != NULL, 0))
+        gs_fix_stale_tss(self);
+
+    PyThreadState *att = gs_py_attached();
+    struct gs_frame *f = gs_frame_push(self);
+    if (!f)
+        gs_fail_safe("out of memory for an Ensure frame", caller);
+    f->caller = caller;
+    if (att) {
+        f->kind = GS_FRAME_NESTED;
+        f->rule = GS_RULE_ATTACHED;
+        f->tstate = att;
+        f->returned = GS_PyGILState_LOCKED;
+        return GS_PyGILState_LOCKED;
+    }
+    f->returned = GS_PyGILState_UNLOCKED;
+    PyThreadState *rel = gs_released_top(self);
+    if (!rel)
+        rel = stock_released(self);
+    if (rel) {
+        if (gs_runtime_finalizing()) {
+            gs_frame_pop(self);
+            gs_fail_safe("PyGILState_Ensure while the runtime finalizes", caller);
+        }
+        py.RestoreThread(rel);
+        f->kind = GS_FRAME_REATTACH;
+        f->rule = GS_RULE_RELEASED;
+        f->tstate = rel;
+        return GS_PyGILState_UNLOCKED;
+    }
+    int rule, err = 0;
+    struct gs_interp *in = owner_interp(&rule);
+    struct gs_row *r = in ? gs_row_acquire(self, in, &err) : NULL;
+    if (!r) {
+        gs_frame_pop(self);
+        gs_fail_safe(err == GILSHIM_EFINALIZING ? "PyGILState_Ensure while the runtime finalizes"
+                     : err == GILSHIM_ENOMEM    ? "CPython could not create a thread state"
+                                                : "PyGILState_Ensure for an interpreter that has ended",
+                     caller);
+    }
+    f->kind = GS_FRAME_ROW;
+    f->rule = rule;
+    f->row = r;
+    f->tstate = r->tstate;
+    if (__builtin_expect(gs_config()->log_level >= GS_LOG_DEBUG, 0)) {
+        char where[256];
+        gs_log(GS_LOG_DEBUG, "Ensure at %s -> interpreter %lld (rule %d: %s)",
+               gs_describe_addr(caller, where, sizeof where), (long long)in->id, rule,
+               rule_name(rule));
+    }
+    return GS_PyGILState_UNLOCKED;
+}
+
+static void release_mismatch(const char *what, int oldstate, const void *caller)
+{
+    char where[256];
+    gs_log(GS_LOG_WARN, "PyGILState_Release(%s) at %s: %s; doing what stock CPython does",
+           oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
+           gs_describe_addr(caller, where, sizeof where), what);
+}
+
+/* Undo a frame: the shared tail of PyGILState_Release and gilshim_release. */
+void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
+{
+    int kind = f->kind;
+    PyThreadState *prev = f->prev;
+    struct gs_row *row = f->row;
+    gs_frame_pop(self);
+    switch (kind) {
+    case GS_FRAME_REATTACH:
+        py.SaveThread();
+        break;
+    case GS_FRAME_ROW:
+    case GS_FRAME_SWITCH:
+        /* Stock destroys the thread state here, and with it any exception
+         * the callback left set; a reused one must not carry it over. */
+        if (py.Err_Occurred())
+            py.Err_Clear();
+        gs_row_detach(row);
+        if (kind == GS_FRAME_SWITCH)
+            py.RestoreThread(prev);
+        break;
+    default:
+        break;
+    }
+}
+
+void gs_release(int oldstate, const void *caller)
+{
+    if (!routing()) {
+        ORIGINAL(GILState_Release, "PyGILState_Release")(oldstate);
+        return;
+    }
+    struct gs_thread *self = gs_thread_peek();
+    struct gs_frame *f = gs_frame_top(self);
+    if (!f || f->explicit_api) {
+        release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
+                           : "no PyGILState_Ensure is open on this thread",
+                         oldstate, caller);
+        py.GILState_Release(oldstate);
+        return;
+    }
+    if (oldstate != f->returned) {
+        char where[256];
+        gs_log(GS_LOG_WARN, "PyGILState_Release at %s: given %s, but the matching Ensure returned %s; "
+               "releasing what that Ensure acquired",
+               gs_describe_addr(caller, where, sizeof where),
+               oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
+               f->returned == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED");
+    }
+    if (f->kind != GS_FRAME_NESTED && gs_py_attached() != f->tstate) {
+        release_mismatch("the thread state the matching Ensure attached is not attached any more",
+                         oldstate, caller);
+        gs_frame_pop(self);
+        py.GILState_Release(oldstate);
+        return;
+    }
+    gs_frame_undo(self, f);
+}
+
+PyThreadState *gs_this_thread_state(void)
+{
+    if (!routing() || !py.IsInitialized())
+        return ORIGINAL(GILState_GetThisThreadState, "PyGILState_GetThisThreadState")();
+    PyThreadState *att = gs_py_attached();
+    if (att)
+        return att;
+    struct gs_thread *self = gs_thread_peek();
+    if (self && atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
+        gs_fix_stale_tss(self);
+    PyThreadState *g = py.GILState_GetThisThreadState();
+    /* An idle row is the shim's cache, not a state stock CPython would
+     * still have: stock deleted it at the outermost Release. */
+    return g && gs_row_is_mine(self, g) ? NULL : g;
+}
+
+int gs_check(void)
+{
+    if (!routing() || !py.IsInitialized())
+        return ORIGINAL(GILState_Check, "PyGILState_Check")();
+    return gs_py_attached() != NULL;
+}
+
+PyThreadState *gs_save_thread(void)
+{
+    PyThreadState *t = ORIGINAL(SaveThread, "PyEval_SaveThread")();
+    if (t && routing()) {
+        struct gs_thread *self = gs_thread_self();
+        if (self)
+            gs_released_push(self, t);
+    }
+    return t;
+}
+
+void gs_restore_thread(PyThreadState *t)
+{
+    struct gs_thread *self = NULL;
+    if (routing() && (self = gs_thread_peek())) {
+        gs_released_restore(self, t);
+        if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
+            gs_fix_stale_tss(self);
+    }
+    ORIGINAL(RestoreThread, "PyEval_RestoreThread")(t);
+    if (self && self->pending_hook) {
+        /* Attached again: place the hooks of interpreters it learnt of
+         * while detached (see gs_creator_owner). */
+        struct gs_interp *in = self->pending_hook;
+        self->pending_hook = NULL;
+        if (!in->hook_registered && in->ptr == py.ThreadState_GetInterpreter(t))
+            gs_place_exit_hook(in);
+    }
+}
+
+struct gs_interp *gs_creator_owner(void)
+{
+    if (!routing() || !py.IsInitialized())
+        return NULL;
+    PyThreadState *att = gs_py_attached();
+    if (att)
+        return gs_interp_of(att, 1);
+    struct gs_thread *self = gs_thread_self();
+    PyThreadState *rel = gs_released_top(self);
+    if (!rel && self)
+        rel = stock_released(self);
+    if (rel) {
+        struct gs_interp *in = gs_interp_of(rel, 0);
+        if (in && !in->hook_registered && self)
+            self->pending_hook = in;
+        return in;
+    }
+    if (self && self->bound)
+        return self->bound;
+    return gs_tl_creator;
+}

@@ -1,0 +1,448 @@
+/*
+ * Embedding tests: real CPython (the version this file is compiled
+ * against), libgilshim linked ahead of libpython so that, as under
+ * LD_PRELOAD, every PyGILState_* and PyEval_Save/RestoreThread call of the
+ * process lands in the shim. Stock CPython's own functions are fetched
+ * from libpython's handle, so each test shows both outcomes side by side.
+ *
+ * Which interpreter ran a callback is read inside it, two ways:
+ * PyInterpreterState_Get() and a per-interpreter marker in sys.
+ */
+
+#include <Python.h>
+
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "gilshim.h"
+
+#define HAVE_OWN_GIL (PY_VERSION_HEX >= 0x030C0000)
+
+static PyGILState_STATE (*stock_Ensure)(void);
+static void (*stock_Release)(PyGILState_STATE);
+
+struct seen {
+    PyInterpreterState *interp;
+    PyThreadState *tstate;
+    uint64_t tsid;
+    int check;
+    PyThreadState *this_thread_state;
+    char marker[32];
+};
+
+static PyThreadState *main_ts;
+
+static void set_marker(const char *name)
+{
+    PyObject *s = PyUnicode_FromString(name);
+    cr_assert(s && PySys_SetObject("_gilshim_marker", s) == 0);
+    Py_DECREF(s);
+}
+
+static void start_python(void)
+{
+    Dl_info info;
+    cr_assert(dladdr((void *)Py_Initialize, &info) && info.dli_fname);
+    void *h = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+    cr_assert(h, "libpython handle");
+    stock_Ensure = (PyGILState_STATE(*)(void))dlsym(h, "PyGILState_Ensure");
+    stock_Release = (void (*)(PyGILState_STATE))dlsym(h, "PyGILState_Release");
+    cr_assert(stock_Ensure && stock_Release);
+    cr_assert((void *)stock_Ensure != (void *)PyGILState_Ensure, "shim must be linked ahead");
+    Py_InitializeEx(0);
+    set_marker("main");
+    main_ts = PyThreadState_Get();
+}
+
+/* A sub-interpreter, left attached on the calling thread. */
+static PyThreadState *new_sub(int own_gil, const char *marker)
+{
+    PyThreadState *sub = NULL;
+#if HAVE_OWN_GIL
+    if (own_gil) {
+        PyInterpreterConfig cfg = {
+            .use_main_obmalloc = 0, .allow_fork = 0, .allow_exec = 0, .allow_threads = 1,
+            .allow_daemon_threads = 0, .check_multi_interp_extensions = 1,
+            .gil = PyInterpreterConfig_OWN_GIL,
+        };
+        PyStatus st = Py_NewInterpreterFromConfig(&sub, &cfg);
+        cr_assert(!PyStatus_Exception(st), "own-GIL interpreter");
+    } else
+#endif
+    {
+        (void)own_gil;
+        sub = Py_NewInterpreter();
+    }
+    cr_assert(sub);
+    set_marker(marker);
+    return sub;
+}
+
+/* Move the calling thread from whatever it holds to t (GILs may differ). */
+static void switch_to(PyThreadState *t)
+{
+    PyEval_SaveThread();
+    PyEval_RestoreThread(t);
+}
+
+static void probe(struct seen *s)
+{
+    s->interp = PyInterpreterState_Get();
+    s->tstate = PyThreadState_Get();
+    s->tsid = PyThreadState_GetID(s->tstate);
+    s->check = PyGILState_Check();
+    s->this_thread_state = PyGILState_GetThisThreadState();
+    PyObject *m = PySys_GetObject("_gilshim_marker");
+    snprintf(s->marker, sizeof s->marker, "%s", m ? PyUnicode_AsUTF8(m) : "?");
+    /* and run some Python there */
+    cr_assert(PyRun_SimpleString("import sys; sys._gilshim_hits = getattr(sys, '_gilshim_hits', 0) + 1") == 0);
+}
+
+static void callback_shim(struct seen *s)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    probe(s);
+    PyGILState_Release(g);
+}
+
+static void callback_stock(struct seen *s)
+{
+    PyGILState_STATE g = stock_Ensure();
+    s->interp = PyInterpreterState_Get();
+    PyObject *m = PySys_GetObject("_gilshim_marker");
+    snprintf(s->marker, sizeof s->marker, "%s", m ? PyUnicode_AsUTF8(m) : "?");
+    stock_Release(g);
+}
+
+/* --- a foreign thread: what a C library's worker looks like --- */
+
+struct job {
+    void (*fn)(struct job *);
+    struct seen shim, stock;
+    gilshim_view view;
+    int n;
+    PyInterpreterState *owner;  /* for the grandchild test */
+    struct seen grand;
+};
+
+static void *job_main(void *p)
+{
+    struct job *j = p;
+    j->fn(j);
+    return NULL;
+}
+
+/* Run fn on a new thread created now (so rule 4 sees the caller's state),
+ * and wait for it with the GIL released. */
+static void run_thread(struct job *j)
+{
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, job_main, j) == 0);
+    PyThreadState *me = PyEval_SaveThread();
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(me);
+}
+
+static void both(struct job *j)
+{
+    callback_stock(&j->stock);
+    callback_shim(&j->shim);
+}
+
+/* End sub from main. Py_EndInterpreter returns with no thread state but,
+ * when sub shared main's GIL, still holding that GIL. */
+static void end_sub(PyThreadState *sub, int own_gil)
+{
+    Py_EndInterpreter(sub);
+    if (own_gil)
+        PyEval_RestoreThread(main_ts);
+    else
+        PyThreadState_Swap(main_ts);
+}
+
+static void sub_gone(PyThreadState *sub, int own_gil)
+{
+    switch_to(sub);
+    end_sub(sub, own_gil);
+}
+
+TestSuite(embed, .init = start_python, .timeout = 60);
+
+Test(embed, rule1_attached_thread_nests)
+{
+    PyThreadState *sub = new_sub(0, "sub");
+    PyGILState_STATE g = PyGILState_Ensure();
+    cr_assert_eq(g, PyGILState_LOCKED);
+    cr_assert_eq(PyThreadState_Get(), sub, "never switch interpreters implicitly");
+    PyGILState_STATE g2 = PyGILState_Ensure();
+    cr_assert_eq(g2, PyGILState_LOCKED);
+    PyGILState_Release(g2);
+    PyGILState_Release(g);
+    cr_assert_eq(PyThreadState_Get(), sub);
+    switch_to(main_ts);
+    sub_gone(sub, 0);
+}
+
+static void rule2_in_region(int own_gil)
+{
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    PyInterpreterState *subi = PyInterpreterState_Get();
+    /* sqlite3 / ctypes qsort shape: release the GIL, call back synchronously */
+    PyThreadState *save = PyEval_SaveThread();
+    struct seen shim = {0}, stock = {0};
+    callback_shim(&shim);
+    if (!own_gil)
+        callback_stock(&stock);
+    PyEval_RestoreThread(save);
+    cr_assert_eq(shim.interp, subi, "routed callback ran in the sub-interpreter");
+    cr_assert_str_eq(shim.marker, "sub");
+    cr_assert_eq(shim.tstate, sub, "the released thread state itself is re-attached");
+    cr_assert_eq(shim.check, 1);
+    cr_assert_eq(shim.this_thread_state, sub);
+    if (!own_gil) {
+        if (PY_VERSION_HEX < 0x030C0000)
+            cr_assert_str_eq(stock.marker, "main", "stock <= 3.11 lands in main");
+        else
+            cr_assert_str_eq(stock.marker, "sub", "stock 3.12+ follows the last attached state");
+    }
+    switch_to(main_ts);
+    sub_gone(sub, own_gil);
+}
+
+Test(embed, rule2_released_region_legacy) { rule2_in_region(0); }
+#if HAVE_OWN_GIL
+Test(embed, rule2_released_region_own_gil) { rule2_in_region(1); }
+#endif
+
+static void bound_job(struct job *j)
+{
+    callback_stock(&j->stock);
+    cr_assert_eq(gilshim_bind_thread(j->view), 0);
+    callback_shim(&j->shim);
+    gilshim_unbind_thread();
+}
+
+static void rule3_binding(int own_gil)
+{
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    PyInterpreterState *subi = PyInterpreterState_Get();
+    struct job j = {.fn = bound_job, .view = gilshim_view_current()};
+    cr_assert(j.view.id > 0);
+    switch_to(main_ts);
+    run_thread(&j);  /* created while attached to main: only the binding says sub */
+    cr_assert_eq(j.shim.interp, subi);
+    cr_assert_str_eq(j.shim.marker, "sub");
+    cr_assert_str_eq(j.stock.marker, "main", "stock ignores who owns the callback");
+    sub_gone(sub, own_gil);
+}
+
+Test(embed, rule3_binding_legacy) { rule3_binding(0); }
+#if HAVE_OWN_GIL
+Test(embed, rule3_binding_own_gil) { rule3_binding(1); }
+#endif
+
+static void *grandchild(void *p)
+{
+    struct job *j = p;
+    callback_shim(&j->grand);
+    return NULL;
+}
+
+static void creator_job(struct job *j)
+{
+    both(j);
+    pthread_t th;  /* a thread made by a thread that never ran Python */
+    cr_assert(pthread_create(&th, NULL, grandchild, j) == 0);
+    pthread_join(th, NULL);
+}
+
+static void rule4_creator(int own_gil, int released)
+{
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    PyInterpreterState *subi = PyInterpreterState_Get();
+    struct job j = {.fn = creator_job};
+    if (released) {
+        /* the C library makes its thread inside Py_BEGIN_ALLOW_THREADS */
+        PyThreadState *save = PyEval_SaveThread();
+        pthread_t th;
+        cr_assert(pthread_create(&th, NULL, job_main, &j) == 0);
+        pthread_join(th, NULL);
+        PyEval_RestoreThread(save);
+    } else {
+        run_thread(&j);
+    }
+    cr_assert_eq(j.shim.interp, subi, "routed to the creating thread's interpreter");
+    cr_assert_str_eq(j.shim.marker, "sub");
+    cr_assert_eq(j.shim.check, 1);
+    cr_assert_eq(j.shim.this_thread_state, j.shim.tstate);
+    cr_assert_str_eq(j.grand.marker, "sub", "inherited by the threads it creates");
+    cr_assert_str_eq(j.stock.marker, "main", "stock runs it in main");
+    switch_to(main_ts);
+    sub_gone(sub, own_gil);
+}
+
+Test(embed, rule4_creator_attached_legacy) { rule4_creator(0, 0); }
+Test(embed, rule4_creator_released_legacy) { rule4_creator(0, 1); }
+#if HAVE_OWN_GIL
+Test(embed, rule4_creator_attached_own_gil) { rule4_creator(1, 0); }
+Test(embed, rule4_creator_released_own_gil) { rule4_creator(1, 1); }
+#endif
+
+Test(embed, rule5_main_when_nothing_is_known)
+{
+    /* created by a thread that is not attached (released, in main) */
+    PyThreadState *save = PyEval_SaveThread();
+    pthread_t th;
+    struct job j = {.fn = both};
+    cr_assert(pthread_create(&th, NULL, job_main, &j) == 0);
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(save);
+    cr_assert_str_eq(j.shim.marker, "main");
+    cr_assert_str_eq(j.stock.marker, "main");
+}
+
+static void cycles_job(struct job *j)
+{
+    struct seen first, s;
+    callback_shim(&first);
+    for (int i = 0; i < j->n; i++) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        s.tstate = PyThreadState_Get();
+        s.tsid = PyThreadState_GetID(s.tstate);
+        PyGILState_Release(g);
+        cr_assert_eq(s.tsid, first.tsid, "cycle %d made a new thread state", i);
+    }
+    j->shim = first;
+}
+
+static void stock_cycles_job(struct job *j)
+{
+    /* stock: one thread state per outermost pair (on a thread the shim
+     * never cached a state for: on <= 3.11 stock would reuse that one) */
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        PyGILState_STATE g = stock_Ensure();
+        ids[i] = PyThreadState_GetID(PyThreadState_Get());
+        stock_Release(g);
+    }
+    j->n = ids[0] != ids[1] && ids[1] != ids[2];
+}
+
+static int count_tstates(PyInterpreterState *interp)
+{
+    int n = 0;
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t; t = PyThreadState_Next(t))
+        n++;
+    return n;
+}
+
+Test(embed, ten_thousand_cycles_one_thread_state)
+{
+    PyInterpreterState *mi = PyInterpreterState_Get();
+    int before = count_tstates(mi);
+    struct job j = {.fn = cycles_job, .n = 10000};
+    run_thread(&j);
+    cr_assert_str_eq(j.shim.marker, "main");
+    cr_assert_eq(count_tstates(mi), before, "the thread's state went with the thread");
+    struct job s = {.fn = stock_cycles_job};
+    run_thread(&s);
+    cr_assert(s.n, "stock churns thread states");
+}
+
+static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t park_cv = PTHREAD_COND_INITIALIZER;
+static int park_state;  /* 1: called back, 2: may exit */
+
+static void stay_alive_job(struct job *j)
+{
+    callback_shim(&j->shim);
+    pthread_mutex_lock(&park_mu);
+    park_state = 1;
+    pthread_cond_broadcast(&park_cv);
+    while (park_state != 2)
+        pthread_cond_wait(&park_cv, &park_mu);
+    pthread_mutex_unlock(&park_mu);
+    /* the interpreter is gone now: the explicit API says so */
+    gilshim_token *t = gilshim_ensure(j->view);
+    j->n = t ? -1 : gilshim_last_error();
+}
+
+static void end_while_cached(int own_gil)
+{
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    struct job j = {.fn = stay_alive_job, .view = gilshim_view_current()};
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, job_main, &j) == 0);
+    PyThreadState *me = PyEval_SaveThread();
+    pthread_mutex_lock(&park_mu);
+    while (park_state != 1)
+        pthread_cond_wait(&park_cv, &park_mu);
+    pthread_mutex_unlock(&park_mu);
+    PyEval_RestoreThread(me);
+    cr_assert_str_eq(j.shim.marker, "sub");
+    /* The worker keeps a cached thread state of sub: stock would abort
+     * here with "not the last thread" had it one. */
+    end_sub(sub, own_gil);
+    cr_assert(!gilshim_view_alive(j.view));
+    pthread_mutex_lock(&park_mu);
+    park_state = 2;
+    pthread_cond_broadcast(&park_cv);
+    pthread_mutex_unlock(&park_mu);
+    me = PyEval_SaveThread();
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(me);
+    cr_assert_eq(j.n, GILSHIM_EGONE);
+}
+
+Test(embed, end_interpreter_with_cached_state_legacy) { end_while_cached(0); }
+#if HAVE_OWN_GIL
+Test(embed, end_interpreter_with_cached_state_own_gil) { end_while_cached(1); }
+#endif
+
+static void explicit_switch(int own_gil)
+{
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    gilshim_view v = gilshim_view_current();
+    switch_to(main_ts);
+    gilshim_token *t = gilshim_ensure(v);
+    cr_assert(t, "%s", gilshim_strerror(gilshim_last_error()));
+    struct seen s;
+    probe(&s);
+    cr_assert_str_eq(s.marker, "sub");
+    gilshim_token *t2 = gilshim_ensure(gilshim_view_main());
+    cr_assert(t2);
+    probe(&s);
+    cr_assert_str_eq(s.marker, "main");
+    gilshim_release(t2);
+    probe(&s);
+    cr_assert_str_eq(s.marker, "sub");
+    gilshim_release(t);
+    cr_assert_eq(PyThreadState_Get(), main_ts, "restores exactly what it found");
+    gilshim_release(t);
+    cr_assert_eq(gilshim_last_error(), GILSHIM_ETHREAD, "a token released twice is refused");
+    sub_gone(sub, own_gil);
+    cr_assert_null(gilshim_ensure(v));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EGONE);
+    gilshim_view bad = {-1, 0};
+    cr_assert_null(gilshim_ensure(bad));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EINVAL);
+}
+
+Test(embed, explicit_ensure_switches_and_restores_legacy) { explicit_switch(0); }
+#if HAVE_OWN_GIL
+Test(embed, explicit_ensure_switches_and_restores_own_gil) { explicit_switch(1); }
+#endif
+
+Test(embed, thread_state_offset_matches_headers)
+{
+    /* src/shim/resolve.c keeps offsetof(PyThreadState, thread_id) for the
+     * versions whose current thread state is process-wide. */
+#if PY_VERSION_HEX < 0x030C0000
+    long expect = PY_VERSION_HEX < 0x030B0000 ? 176 : 152;
+    cr_assert_eq((long)offsetof(PyThreadState, thread_id), expect);
+#endif
+    cr_assert_eq(PyGILState_Check(), 1);
+}

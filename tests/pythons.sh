@@ -1,0 +1,16 @@
+# Sourced: sets PYTHONS to the python3-config of every CPython the tests
+# run against (pyenv's 3.9-3.13 with a shared libpython). GILSHIM_PYTHONS
+# (space-separated python3-config paths) overrides the search.
+if [ -n "${GILSHIM_PYTHONS:-}" ]; then
+    PYTHONS=$GILSHIM_PYTHONS
+else
+    root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")}
+    PYTHONS=
+    for minor in 9 10 11 12 13; do
+        for cfg in "$root"/versions/3.$minor.*/bin/python3-config; do
+            [ -x "$cfg" ] || continue
+            PYTHONS="$PYTHONS $cfg"
+            break
+        done
+    done
+fi
