@@ -1,0 +1,26 @@
+#!/bin/bash
+# libgilshim exports exactly the interposed names and the gilshim_ API, and
+# links no libpython.
+set -eu
+lib=${1:-build/libgilshim.so}
+expected="PyEval_RestoreThread PyEval_SaveThread PyGILState_Check PyGILState_Ensure
+PyGILState_GetThisThreadState PyGILState_Release gilshim_PyEval_RestoreThread
+gilshim_PyEval_SaveThread gilshim_PyGILState_Check gilshim_PyGILState_Ensure
+gilshim_PyGILState_GetThisThreadState gilshim_PyGILState_Release gilshim_bind_thread
+gilshim_ensure gilshim_last_error gilshim_pthread_create gilshim_release gilshim_strerror
+gilshim_unbind_thread gilshim_version gilshim_view_alive gilshim_view_current
+gilshim_view_main pthread_create"
+want=$(echo $expected | tr ' ' '\n' | sort)
+have=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort)
+if [ "$want" != "$have" ]; then
+    echo "check-exports: FAIL, exported set differs (< expected, > actual):"
+    diff <(echo "$want") <(echo "$have") 2>/dev/null || { echo "$want" > /tmp/gs-want.$$; echo "$have" | diff /tmp/gs-want.$$ - ; rm -f /tmp/gs-want.$$; }
+    exit 1
+fi
+if ldd "$lib" | grep -q libpython; then
+    echo "check-exports: FAIL, $lib links libpython"; exit 1
+fi
+if ! readelf -d "$lib" | grep -q 'SONAME.*libgilshim.so.0'; then
+    echo "check-exports: FAIL, no soname"; exit 1
+fi
+echo "check-exports: ok ($(echo "$have" | wc -l) symbols, no libpython)"

@@ -1,0 +1,75 @@
+"""Which interpreter runs a callback that belongs to a sub-interpreter?
+
+usage: probe.py SCENARIO [LIBCBTHREAD]
+  ctypes-thread  ctypes callback from a thread the C library creates
+  ctypes-sync    ctypes callback called synchronously (GIL released)
+  sqlite3        sqlite3 user function
+Prints "SCENARIO: main" or "SCENARIO: sub" from inside the sub-interpreter,
+as soon as the callback has run.
+"""
+import os
+import sys
+import tempfile
+
+scenario = sys.argv[1]
+lib = sys.argv[2] if len(sys.argv) > 2 else ""
+sys._gilshim_marker = "main"
+fd, out = tempfile.mkstemp(prefix="gilshim-probe-")
+os.close(fd)
+
+BODY = {
+    "ctypes-thread": "ctypes.CDLL(LIB).cb_on_new_thread(CB(where), 0)",
+    "ctypes-sync": "ctypes.CDLL(LIB).cb_sync(CB(where), 0)",
+    "sqlite3": "sqlite3_where()",
+}[scenario]
+
+code = f"""
+import sys
+sys._gilshim_marker = "sub"
+LIB = {lib!r}
+
+def where(_=0):
+    import sys  # the running interpreter's sys
+    return {{"main": 1, "sub": 2}}.get(getattr(sys, "_gilshim_marker", None), 3)
+
+if {scenario.startswith("ctypes")!r}:
+    import ctypes
+    CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
+
+_keep = []
+
+def sqlite3_where():
+    import sqlite3
+    con = sqlite3.connect(":memory:")
+    _keep.append(con)  # torn down with the interpreter, after the print
+    con.create_function("where_", 0, where)
+    return con.execute("select where_()").fetchone()[0]
+
+r = {BODY}
+print("{scenario}: " + {{1: "main", 2: "sub"}}.get(r, "unknown %r" % r), flush=True)
+with open({out!r}, "w") as f:
+    f.write(str(r))
+"""
+
+try:
+    import _interpreters as interpreters  # 3.13
+
+    iid = interpreters.create()  # isolated: its own GIL
+    err = interpreters.exec(iid, code)
+    if err is not None:
+        sys.exit(f"probe: the sub-interpreter failed: {err}")
+except ImportError:
+    import _xxsubinterpreters as interpreters  # 3.9-3.12
+
+    try:
+        iid = interpreters.create(isolated=False)  # 3.12: a legacy one
+    except TypeError:
+        iid = interpreters.create()
+    interpreters.run_string(iid, code)
+interpreters.destroy(iid)
+
+with open(out) as f:
+    r = f.read()
+os.unlink(out)
+if r not in ("1", "2"):
+    sys.exit(f"probe: no result ({r!r})")
