@@ -28,7 +28,9 @@ GS_EXPORT int PyGILState_Check(void) { return gs_check(); }
 GS_EXPORT void *PyEval_SaveThread(void) { return gs_save_thread(); }
 GS_EXPORT void PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
 
-/* --- rule 4: a new thread inherits its creator's interpreter --- */
+/* --- rule 4: a new thread inherits its creator's interpreter ---
+ * Only a thread created by a thread tied to an interpreter is wrapped; all
+ * others (every thread of a process without Python) go straight to libc. */
 
 typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 static _Atomic(pthread_create_fn) g_real_pthread_create;
@@ -47,8 +49,8 @@ static void *trampoline(void *p)
     return s.fn(s.arg);
 }
 
-GS_EXPORT int gilshim_pthread_create(pthread_t *th, const pthread_attr_t *attr,
-                                     void *(*fn)(void *), void *arg)
+static int create_thread(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                         void *arg)
 {
     pthread_create_fn real = atomic_load_explicit(&g_real_pthread_create, memory_order_relaxed);
     if (!real) {
@@ -68,8 +70,14 @@ GS_EXPORT int gilshim_pthread_create(pthread_t *th, const pthread_attr_t *attr,
     return rc;
 }
 
+GS_EXPORT int gilshim_pthread_create(pthread_t *th, const pthread_attr_t *attr,
+                                     void *(*fn)(void *), void *arg)
+{
+    return create_thread(th, attr, fn, arg);
+}
+
 GS_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
                              void *arg)
 {
-    return gilshim_pthread_create(th, attr, fn, arg);
+    return create_thread(th, attr, fn, arg);
 }

@@ -1,0 +1,197 @@
+/* Registry unit tests: linked directly, no Python, each test in its own
+ * process (Criterion). Interpreters and thread states are fake pointers. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "registry/registry.h"
+
+static int fake[16];
+#define TS(i) ((void *)&fake[i])
+
+Test(route, rules_apply_in_order)
+{
+    struct gs_interp bound = {0}, creator = {0};
+    struct gs_route_in in = {TS(1), TS(2), &bound, &creator};
+    cr_assert_eq(gs_route_decide(&in).rule, GS_RULE_ATTACHED);
+    cr_assert_eq(gs_route_decide(&in).tstate, TS(1));
+    in.attached = NULL;
+    cr_assert_eq(gs_route_decide(&in).rule, GS_RULE_RELEASED);
+    cr_assert_eq(gs_route_decide(&in).tstate, TS(2));
+    in.released = NULL;
+    cr_assert_eq(gs_route_decide(&in).interp, &bound);
+    in.bound = NULL;
+    cr_assert_eq(gs_route_decide(&in).rule, GS_RULE_CREATOR);
+    in.creator = NULL;
+    struct gs_route r = gs_route_decide(&in);
+    cr_assert_eq(r.rule, GS_RULE_MAIN);
+    cr_assert_null(r.interp);
+}
+
+Test(released, nested_regions_close_innermost_first)
+{
+    struct gs_thread *t = gs_thread_self();
+    cr_assert_null(gs_released_top(t));
+    gs_released_push(t, TS(1));
+    gs_released_push(t, TS(1));  /* re-attached by a callback, released again */
+    gs_released_restore(t, TS(1));
+    cr_assert_eq(gs_released_top(t), TS(1), "the outer region is still open");
+    gs_released_restore(t, TS(1));
+    cr_assert_null(gs_released_top(t));
+}
+
+Test(released, switching_to_another_state_abandons_regions)
+{
+    struct gs_thread *t = gs_thread_self();
+    gs_released_push(t, TS(1));  /* sub detached ... */
+    gs_released_restore(t, TS(2));  /* ... main attached instead */
+    cr_assert_null(gs_released_top(t));
+    gs_released_push(t, TS(1));
+    gs_released_push(t, TS(2));
+    gs_released_restore(t, TS(1));  /* closes TS(2)'s region inside it too */
+    cr_assert_null(gs_released_top(t));
+}
+
+Test(released, overflow_is_counted)
+{
+    struct gs_thread *t = gs_thread_self();
+    for (int i = 0; i < GS_RELEASED_MAX + 5; i++)
+        gs_released_push(t, TS(i % 16));
+    for (int i = 0; i < 5; i++)
+        gs_released_restore(t, TS(0));
+    cr_assert_eq(t->nreleased, GS_RELEASED_MAX);
+}
+
+Test(frames, tokens_stay_valid_across_chunks)
+{
+    struct gs_thread *t = gs_thread_self();
+    struct gs_frame *f[100];
+    for (int i = 0; i < 100; i++) {
+        f[i] = gs_frame_push(t);
+        f[i]->kind = GS_FRAME_NESTED;
+        f[i]->tstate = TS(i % 16);
+    }
+    size_t idx;
+    cr_assert(gs_frame_lookup(t, f[70], &idx));
+    cr_assert_eq(idx, 70);
+    for (int i = 99; i >= 0; i--) {
+        cr_assert_eq(gs_frame_top(t), f[i]);
+        gs_frame_pop(t);
+        cr_assert_not(gs_frame_lookup(t, f[i], NULL), "a released token is not live");
+    }
+    cr_assert_null(gs_frame_top(t));
+}
+
+Test(rows, one_per_interpreter_and_freed_with_the_thread)
+{
+    struct gs_thread *t = gs_thread_self();
+    struct gs_interp *a = gs_interp_intern(TS(1), 1), *b = gs_interp_intern(TS(2), 2);
+    cr_assert_eq(gs_interp_intern(TS(1), 1), a, "interned once");
+    size_t base = gs_row_count();
+    struct gs_row *ra = gs_row_add(t, a, TS(3), GS_ROW_IDLE);
+    struct gs_row *rb = gs_row_add(t, b, TS(4), GS_ROW_IDLE);
+    cr_assert_eq(gs_row_find(t, a), ra);
+    cr_assert_eq(gs_row_find(t, b), rb);
+    cr_assert(gs_row_is_mine(t, TS(3)));
+    cr_assert_not(gs_row_is_mine(t, TS(5)));
+    cr_assert_eq(gs_row_count(), base + 2);
+    cr_assert_gt(gs_row_bytes(), 0);
+    atomic_store(&ra->state, GS_ROW_DEAD);
+    gs_row_prune(t);
+    cr_assert_null(gs_row_find(t, a));
+    cr_assert_eq(gs_row_count(), base + 1);
+    gs_thread_teardown(t);
+    cr_assert_eq(gs_row_count(), base, "no bytes held after the thread goes");
+    cr_assert_null(gs_thread_peek());
+}
+
+static void *exiting_thread(void *p)
+{
+    struct gs_interp *in = p;
+    struct gs_thread *t = gs_thread_self();
+    gs_row_add(t, in, TS(7), GS_ROW_IDLE);
+    return NULL;
+}
+
+static _Atomic int reaped;
+static void count_reap(struct gs_thread *t) { atomic_fetch_add(&reaped, (int)t->nrows); }
+
+Test(rows, thread_exit_reaps_and_frees)
+{
+    gs_set_thread_reaper(count_reap);
+    struct gs_interp *in = gs_interp_intern(TS(1), 1);
+    size_t before = gs_thread_count();
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, exiting_thread, in);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&reaped), 8);
+    cr_assert_eq(gs_thread_count(), before);
+    cr_assert_eq(gs_row_count(), 0);
+}
+
+Test(interps, runtime_end_kills_views_and_rows)
+{
+    struct gs_thread *t = gs_thread_self();
+    uint64_t g = gs_generation();
+    struct gs_interp *in = gs_interp_intern(TS(1), 0);
+    struct gs_row *r = gs_row_add(t, in, TS(2), GS_ROW_IDLE);
+    cr_assert_eq(gs_interp_find_view(0, g), in);
+    gs_runtime_ended();
+    cr_assert_eq(atomic_load(&in->state), GS_DEAD);
+    cr_assert_eq(atomic_load(&r->state), GS_ROW_DEAD);
+    cr_assert_eq(gs_generation(), g + 1);
+    cr_assert_null(gs_interp_find_view(0, g + 1), "ids restart; old views stay invalid");
+    cr_assert_neq(gs_interp_intern(TS(1), 0), in, "same address, new runtime: a new entry");
+}
+
+/* The row protocol of registry.h: an owner attaching and an ender sweeping
+ * never both proceed. */
+static struct gs_interp proto_in;
+static struct gs_row proto_row;
+static _Atomic int owner_in, ender_deleted, conflicts;
+
+static void *owner(void *p)
+{
+    (void)p;
+    for (int i = 0; i < 200000; i++) {
+        int idle = GS_ROW_IDLE;
+        if (!atomic_compare_exchange_strong(&proto_row.state, &idle, GS_ROW_BUSY))
+            return NULL;  /* dead */
+        if (atomic_load(&proto_in.state) != GS_ALIVE) {
+            atomic_store(&proto_row.state, GS_ROW_IDLE);
+            return NULL;
+        }
+        atomic_store(&owner_in, 1);
+        if (atomic_load(&ender_deleted))
+            atomic_fetch_add(&conflicts, 1);
+        atomic_store(&owner_in, 0);
+        atomic_store(&proto_row.state, GS_ROW_IDLE);
+    }
+    return NULL;
+}
+
+Test(protocol, owner_and_ender_exclude_each_other, .timeout = 30)
+{
+    for (int round = 0; round < 50; round++) {
+        atomic_store(&proto_in.state, GS_ALIVE);
+        atomic_store(&proto_row.state, GS_ROW_IDLE);
+        atomic_store(&ender_deleted, 0);
+        pthread_t th;
+        pthread_create(&th, NULL, owner, NULL);
+        for (volatile int spin = 0; spin < round * 100; spin++)
+            ;
+        atomic_store(&proto_in.state, GS_ENDING);
+        for (;;) {
+            int idle = GS_ROW_IDLE;
+            if (atomic_compare_exchange_strong(&proto_row.state, &idle, GS_ROW_DEAD))
+                break;
+        }
+        atomic_store(&ender_deleted, 1);
+        if (atomic_load(&owner_in))
+            atomic_fetch_add(&conflicts, 1);
+        pthread_join(th, NULL);
+    }
+    cr_assert_eq(atomic_load(&conflicts), 0);
+}
