@@ -69,6 +69,12 @@ void gilshim_release(gilshim_token *token);
 int gilshim_bind_thread(gilshim_view view);
 void gilshim_unbind_thread(void);
 
+/* How calls reach the shim in this process: "symbol interposition",
+ * "GOT patching", "explicit linking" or "none (no CPython when loaded)";
+ * and the GILSHIM_MODE in force. */
+const char *gilshim_redirection(void);
+const char *gilshim_mode(void);
+
 /* The error of the calling thread's last failed gilshim_ call, and its text. */
 int gilshim_last_error(void);
 const char *gilshim_strerror(int error);

@@ -9,7 +9,7 @@ gilshim_PyEval_SaveThread gilshim_PyGILState_Check gilshim_PyGILState_Ensure
 gilshim_PyGILState_GetThisThreadState gilshim_PyGILState_Release gilshim_bind_thread
 gilshim_ensure gilshim_last_error gilshim_pthread_create gilshim_release gilshim_strerror
 gilshim_unbind_thread gilshim_version gilshim_view_alive gilshim_view_current
-gilshim_view_main pthread_create"
+gilshim_view_main pthread_create dlopen gilshim_redirection gilshim_mode"
 want=$(echo $expected | tr ' ' '\n' | sort)
 have=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort)
 if [ "$want" != "$have" ]; then
@@ -22,5 +22,10 @@ if ldd "$lib" | grep -q libpython; then
 fi
 if ! readelf -d "$lib" | grep -q 'SONAME.*libgilshim.so.0'; then
     echo "check-exports: FAIL, no soname"; exit 1
+fi
+# dlopen must reach glibc as a tail call on its pass-through path, or a bare
+# name would be looked up with libgilshim's RUNPATH instead of the caller's.
+if ! objdump -d --no-show-raw-insn "$lib" | awk '/<dlopen>:/{f=1;next} f&&/^$/{exit} f' | grep -Eq 'jmp +\*'; then
+    echo "check-exports: FAIL, dlopen does not tail-call the real one"; exit 1
 fi
 echo "check-exports: ok ($(echo "$have" | wc -l) symbols, no libpython)"

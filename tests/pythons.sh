@@ -13,4 +13,9 @@ else
             break
         done
     done
+    # Debian's own python3.11 carries libpython in the executable: the case
+    # GOT patching exists for.
+    if [ -x /usr/bin/python3.11-config ] && [ -x /usr/bin/python3.11 ]; then
+        PYTHONS="$PYTHONS /usr/bin/python3.11-config"
+    fi
 fi

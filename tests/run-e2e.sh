@@ -24,13 +24,23 @@ run() {  # the probe's answer, and how the process ended if not cleanly
 for cfg in $PYTHONS; do
     py=${cfg%-config}
     ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    echo "== end to end, CPython $ver"
-    for s in ctypes-thread ctypes-sync sqlite3; do
-        stock=$(run "$py" tests/e2e/probe.py $s "$lib")
-        shim=$(run tools/inject.sh "$py" tests/e2e/probe.py $s "$lib")
+    echo "== end to end, CPython $ver ($py)"
+    ext=build/ext-$ver-$(echo "$py" | md5sum | cut -c1-8)
+    mkdir -p "$ext"
+    suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+    cc -shared -fPIC -O2 -pthread $($cfg --includes) tests/e2e/cbext.c -Wl,-z,lazy \
+        -o "$ext/cbext$suffix"
+    cc -shared -fPIC -O2 -pthread $($cfg --includes) -DMODNAME=cbext_relro tests/e2e/cbext.c \
+        -Wl,-z,relro,-z,now -o "$ext/cbext_relro$suffix"
+    for s in ctypes-thread ctypes-sync sqlite3 ext-thread ext-relro; do
+        arg=$lib
+        case $s in ext-*) arg=$PWD/$ext ;; esac
+        stock=$(run "$py" tests/e2e/probe.py $s "$arg")
+        shim=$(run tools/inject.sh "$py" tests/e2e/probe.py $s "$arg")
         # stock: a library-made thread always lands in main; a synchronous
         # callback does on <= 3.11 (3.12+ gilstate follows the last state)
-        if [ $s = ctypes-thread ] || [ "${ver#3.}" -le 11 ]; then want_stock=main; else want_stock=sub; fi
+        case $s in ctypes-sync|sqlite3) [ "${ver#3.}" -le 11 ] && want_stock=main || want_stock=sub ;;
+                   *) want_stock=main ;; esac
         expect "stock   $s" $want_stock "$stock"
         expect "gilshim $s" sub "$shim"
     done

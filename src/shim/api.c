@@ -29,6 +29,21 @@ GS_EXPORT const char *gilshim_version(void) { return "0.1.0"; }
 
 GS_EXPORT int gilshim_last_error(void) { return tl_error; }
 
+GS_EXPORT const char *gilshim_redirection(void)
+{
+    switch (gs_redirect_method()) {
+    case GS_REDIRECT_INTERPOSE: return "symbol interposition";
+    case GS_REDIRECT_GOT: return "GOT patching";
+    case GS_REDIRECT_EXPLICIT: return "explicit linking";
+    default: return "none (no CPython when loaded)";
+    }
+}
+
+GS_EXPORT const char *gilshim_mode(void)
+{
+    return gs_config()->mode == GS_MODE_OFF ? "off" : "route";
+}
+
 GS_EXPORT const char *gilshim_strerror(int error)
 {
     switch (error) {

@@ -17,7 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static struct gs_config g_cfg = {GS_MODE_ROUTE, GS_FIN_PARK, GS_LOG_WARN, 1000};
+static struct gs_config g_cfg = {GS_MODE_ROUTE, GS_PATCH_AUTO, GS_FIN_PARK, GS_LOG_WARN, 1000};
 static _Atomic int g_cfg_state;  /* 0 unread, 1 reading, 2 read */
 static int g_log_fd = 2;
 static _Atomic int g_log_count;
@@ -58,7 +58,12 @@ static void read_config(void)
             gs_log(GS_LOG_WARN, "GILSHIM_LOG=%s: %s; logging to stderr", file, strerror(errno));
     }
     pick("GILSHIM_LOG_LEVEL", levels, &g_cfg.log_level);
+    static const struct choice patch[] = {
+        {"auto", GS_PATCH_AUTO}, {"always", GS_PATCH_ALWAYS}, {"never", GS_PATCH_NEVER},
+        {"1", GS_PATCH_ALWAYS}, {"yes", GS_PATCH_ALWAYS}, {"on", GS_PATCH_ALWAYS},
+        {"0", GS_PATCH_NEVER}, {"no", GS_PATCH_NEVER}, {"off", GS_PATCH_NEVER}, {0, 0}};
     pick("GILSHIM_MODE", modes, &g_cfg.mode);
+    pick("GILSHIM_PATCH", patch, &g_cfg.patch);
     pick("GILSHIM_ON_FINALIZE", fins, &g_cfg.on_finalize);
     const char *d = getenv("GILSHIM_DRAIN_MS");
     if (d && *d) {

@@ -28,6 +28,18 @@ GS_EXPORT int PyGILState_Check(void) { return gs_check(); }
 GS_EXPORT void *PyEval_SaveThread(void) { return gs_save_thread(); }
 GS_EXPORT void PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
 
+/* The same functions under hidden names: their addresses are ours for
+ * sure (a reference to an exported name may bind to CPython's own
+ * definition), which is what GOT patching must store. */
+#define GS_ALIAS(hidden_name, name) \
+    extern __typeof__(name) hidden_name __attribute__((alias(#name), visibility("hidden")))
+GS_ALIAS(gs_entry_Ensure, PyGILState_Ensure);
+GS_ALIAS(gs_entry_Release, PyGILState_Release);
+GS_ALIAS(gs_entry_GetThisThreadState, PyGILState_GetThisThreadState);
+GS_ALIAS(gs_entry_Check, PyGILState_Check);
+GS_ALIAS(gs_entry_SaveThread, PyEval_SaveThread);
+GS_ALIAS(gs_entry_RestoreThread, PyEval_RestoreThread);
+
 /* --- rule 4: a new thread inherits its creator's interpreter ---
  * Only a thread created by a thread tied to an interpreter is wrapped; all
  * others (every thread of a process without Python) go straight to libc. */

@@ -11,8 +11,11 @@ enum gs_mode { GS_MODE_ROUTE = 0, GS_MODE_OFF = 1 };
 enum gs_on_finalize { GS_FIN_PARK = 0, GS_FIN_EXIT = 1, GS_FIN_ABORT = 2 };
 enum gs_log_level { GS_LOG_QUIET = 0, GS_LOG_WARN = 1, GS_LOG_INFO = 2, GS_LOG_DEBUG = 3 };
 
+enum gs_patch { GS_PATCH_AUTO = 0, GS_PATCH_ALWAYS = 1, GS_PATCH_NEVER = 2 };
+
 struct gs_config {
     int mode;
+    int patch;
     int on_finalize;
     int log_level;
     long drain_ms;
@@ -43,6 +46,23 @@ GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
 GS_HIDDEN extern __thread struct gs_interp *gs_tl_creator;
+
+/* --- how calls reach the shim (gotpatch.c) --- */
+enum gs_redirect {
+    GS_REDIRECT_NONE = 0,       /* no CPython seen at load */
+    GS_REDIRECT_INTERPOSE = 1,  /* our exported names come first */
+    GS_REDIRECT_GOT = 2,        /* CPython's come first: import slots rewritten */
+    GS_REDIRECT_EXPLICIT = 3,   /* linked by an extension, not preloaded */
+};
+GS_HIDDEN int gs_redirect_method(void);
+/* Hidden aliases of the exported CPython names (interpose.c). */
+GS_HIDDEN int gs_entry_Ensure(void);
+GS_HIDDEN void gs_entry_Release(int);
+GS_HIDDEN void *gs_entry_GetThisThreadState(void);
+GS_HIDDEN int gs_entry_Check(void);
+GS_HIDDEN void *gs_entry_SaveThread(void);
+GS_HIDDEN void gs_entry_RestoreThread(void *);
+GS_HIDDEN void gs_patch_loaded_objects(void);
 
 /* --- lifecycle (lifecycle.c) --- */
 GS_HIDDEN int gs_runtime_finalizing(void);

@@ -4,6 +4,9 @@ usage: probe.py SCENARIO [LIBCBTHREAD]
   ctypes-thread  ctypes callback from a thread the C library creates
   ctypes-sync    ctypes callback called synchronously (GIL released)
   sqlite3        sqlite3 user function
+  ext-thread     a freshly built extension (cbext) calling back from its own
+                 thread; LIBCBTHREAD is then the folder holding it
+  ext-relro      the same, built with full RELRO (cbext_relro)
 Prints "SCENARIO: main" or "SCENARIO: sub" from inside the sub-interpreter,
 as soon as the callback has run.
 """
@@ -21,6 +24,8 @@ BODY = {
     "ctypes-thread": "ctypes.CDLL(LIB).cb_on_new_thread(CB(where), 0)",
     "ctypes-sync": "ctypes.CDLL(LIB).cb_sync(CB(where), 0)",
     "sqlite3": "sqlite3_where()",
+    "ext-thread": "ext_where('cbext')",
+    "ext-relro": "ext_where('cbext_relro')",
 }[scenario]
 
 code = f"""
@@ -44,6 +49,11 @@ def sqlite3_where():
     _keep.append(con)  # torn down with the interpreter, after the print
     con.create_function("where_", 0, where)
     return con.execute("select where_()").fetchone()[0]
+
+def ext_where(name):
+    import importlib
+    sys.path.insert(0, LIB)
+    return importlib.import_module(name).call_on_new_thread(where)
 
 r = {BODY}
 print("{scenario}: " + {{1: "main", 2: "sub"}}.get(r, "unknown %r" % r), flush=True)
