@@ -18,7 +18,8 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: all test unit embed e2e check demo clean install uninstall
+FORCE:
+.PHONY: FORCE all test unit embed e2e legacy check demo clean install uninstall
 all: $(LIB)
 
 $(LIB): $(REGISTRY_SRC) $(SHIM_SRC) $(HEADERS) src/shim/exports.map
@@ -41,6 +42,11 @@ embed: $(LIB)
 e2e: $(LIB)
 	tests/run-e2e.sh
 
+# The explicitly linked path: install into a scratch prefix, build the
+# example legacy extension with pkg-config, run it without LD_PRELOAD.
+legacy: $(LIB)
+	tests/run-legacy.sh
+
 check: $(LIB)
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
@@ -48,7 +54,7 @@ check: $(LIB)
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
-	$(MAKE) check unit embed e2e
+	$(MAKE) check unit embed e2e legacy
 	@echo "make test: all tiers passed"
 
 demo: tools/deps.sh
@@ -56,15 +62,26 @@ demo: tools/deps.sh
 	$(MAKE) all
 	demo/run.sh
 
-install: $(LIB)
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/gilshim
+VERSION := $(shell sed -n 's/^#define GILSHIM_VERSION_\(MAJOR\|MINOR\|PATCH\) //p' include/gilshim.h | paste -sd.)
+
+# Remade every time: it depends on PREFIX, which make cannot see change.
+$(BUILD)/gilshim.pc: gilshim.pc.in include/gilshim.h FORCE
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+install: $(LIB) $(BUILD)/gilshim.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/gilshim
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libgilshim.so
 	install -m 0644 include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim.h
+	install -m 0644 include/gilshim/redirect.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h
+	install -m 0644 $(BUILD)/gilshim.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/gilshim.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libgilshim.so \
-	      $(DESTDIR)$(PREFIX)/include/gilshim.h
+	      $(DESTDIR)$(PREFIX)/include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/gilshim.pc
+	-rmdir $(DESTDIR)$(PREFIX)/include/gilshim
 
 clean:
 	rm -rf $(BUILD)

@@ -17,5 +17,14 @@ check sh -c 'echo hi > /dev/null'
 printf 'int main(void){return 0;}' > /tmp/gilshim-inert-$$.c
 check cc -c /tmp/gilshim-inert-$$.c -o /tmp/gilshim-inert-$$.o
 rm -f /tmp/gilshim-inert-$$.c /tmp/gilshim-inert-$$.o
-[ $fail -eq 0 ] && echo "check-inert: ok (true, bash, sh, cc: exit 0, no output)"
+# dlopen of a bare name found only through the caller's RUNPATH: the
+# wrapper must leave glibc seeing the real caller.
+d=$(mktemp -d)
+printf 'int plugin(void){return 42;}' > "$d/p.c"
+cc -shared -fPIC "$d/p.c" -o "$d/libgsplugin.so"
+printf '#include <dlfcn.h>\nint main(void){void *h = dlopen("libgsplugin.so", RTLD_NOW);\nint (*f)(void) = h ? (int (*)(void))dlsym(h, "plugin") : 0; return f && f() == 42 ? 0 : 1;}' > "$d/m.c"
+cc "$d/m.c" -o "$d/m" -Wl,--enable-new-dtags,-rpath,"$d" -ldl
+check "$d/m"
+rm -rf "$d"
+[ $fail -eq 0 ] && echo "check-inert: ok (true, bash, sh, cc, a RUNPATH dlopen: exit 0, no output)"
 exit $fail

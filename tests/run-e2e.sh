@@ -10,7 +10,7 @@ lib=$PWD/build/libcbthread.so
 pass=0 fail=0
 expect() {  # label want got
     if [ "$2" = "$3" ]; then pass=$((pass + 1)); st=ok; else fail=$((fail + 1)); st=FAIL; fi
-    printf '  %-4s %-32s want %-13s got %s\n' "$st" "$1" "$2" "$3"
+    printf '  %-4s %-32s want %-20s got %s\n' "$st" "$1" "$2" "$3"
 }
 run() {  # the probe's answer, and how the process ended if not cleanly
     out=$(timeout 15 "$@" 2>/dev/null) && rc=0 || rc=$?
@@ -46,6 +46,16 @@ for cfg in $PYTHONS; do
     done
     out=$(tools/inject.sh "$py" tests/e2e/smoke.py "$lib" 2>&1) || true
     expect "gilshim main-interpreter smoke" ok "$out"
+    # how the calls reach the shim: a libpython of its own, or the executable's
+    if ldd "$py" | grep -q libpython; then want="symbol interposition"; else want="GOT patching"; fi
+    how=$(tools/inject.sh --check "$py" | sed 's/.*redirection by \(.*\), CPython.*/\1/')
+    expect "inject.sh --check" "$want" "$how"
+    log=build/e2e-log.$$
+    rm -f "$log"
+    err=$(GILSHIM_LOG_LEVEL=debug tools/inject.sh --log "$log" "$py" tests/e2e/probe.py ctypes-thread "$lib" 2>&1 >/dev/null)
+    got=$(grep -c 'rule 4: creating thread' "$log" 2>/dev/null || true)
+    expect "inject.sh --log (rule-4 lines)" "1 ${err:-quiet}" "$got ${err:-quiet}"
+    rm -f "$log"
 done
 echo "e2e: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -1,16 +1,30 @@
 #!/bin/sh
 # Run a command with libgilshim first in LD_PRELOAD (see README.md).
-#   tools/inject.sh [--] COMMAND [ARGS...]
+#   tools/inject.sh [OPTIONS] [--] COMMAND [ARGS...]
+#   --log FILE            messages to FILE            (GILSHIM_LOG)
+#   --on-finalize POLICY  park | exit | abort         (GILSHIM_ON_FINALIZE)
+#   --check               run COMMAND (a Python) with a probe that prints the
+#                         shim's version, mode and redirection method
 # The library is $GILSHIM_LIB if set, else build/libgilshim.so next to this
 # script, else libgilshim.so.0 from the system library path.
 set -eu
 me=inject.sh
-usage() { echo "usage: $me [--] COMMAND [ARGS...]" >&2; exit 2; }
+USAGE="usage: $me [--log FILE] [--on-finalize park|exit|abort] [--check] [--] COMMAND [ARGS...]"
+usage() { echo "$USAGE" >&2; exit 2; }
 
+check=
 while [ $# -gt 0 ]; do
     case $1 in
         --) shift; break ;;
-        -h|--help) echo "usage: $me [--] COMMAND [ARGS...]"; exit 0 ;;
+        -h|--help) echo "$USAGE"; exit 0 ;;
+        --check) check=1; shift ;;
+        --log)
+            [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: --log needs a file" >&2; usage; }
+            GILSHIM_LOG=$2; export GILSHIM_LOG; shift 2 ;;
+        --on-finalize)
+            [ $# -ge 2 ] || { echo "$me: --on-finalize needs a policy" >&2; usage; }
+            case $2 in park|exit|abort) ;; *) echo "$me: --on-finalize: unknown policy '$2'" >&2; usage ;; esac
+            GILSHIM_ON_FINALIZE=$2; export GILSHIM_ON_FINALIZE; shift 2 ;;
         -*) echo "$me: unknown option $1" >&2; usage ;;
         *) break ;;
     esac
@@ -47,4 +61,25 @@ for p in $(printf '%s' "${LD_PRELOAD:-}" | tr ': ' '  '); do
 done
 LD_PRELOAD="$first${first:+:}$lib${rest:+:}$rest"
 export LD_PRELOAD
+if [ -n "$check" ]; then
+    # Python 2 must be able to parse this, to say it is unsupported.
+    exec "$1" -c '
+import sys
+v = sys.version_info[:2]
+if not ((3, 9) <= v <= (3, 14)):
+    sys.stderr.write("inject.sh: CPython %d.%d is not supported (3.9-3.14)\n" % v)
+    sys.exit(3)
+import ctypes
+me = ctypes.CDLL(None)
+try:
+    version, mode, how = me.gilshim_version, me.gilshim_mode, me.gilshim_redirection
+except AttributeError:
+    sys.stderr.write("inject.sh: libgilshim is not loaded in this process\n")
+    sys.exit(4)
+for f in (version, mode, how):
+    f.restype = ctypes.c_char_p
+print("gilshim %s: mode %s, redirection by %s, CPython %s (%s)" % (
+    version().decode(), mode().decode(), how().decode(), sys.version.split()[0], sys.executable))
+'
+fi
 exec "$@"

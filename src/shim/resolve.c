@@ -95,7 +95,7 @@ int gs_py_resolve(void)
     NEED(BuildValue, "Py_BuildValue");
 
     int major = 0, minor = 0;
-    if (!missing && sscanf(py.GetVersion(), "%d.%d", &major, &minor) != 2)
+    if (py.GetVersion && sscanf(py.GetVersion(), "%d.%d", &major, &minor) != 2 && !missing)
         missing = "Py_GetVersion()";
     if (missing || major != 3 || minor < 9 || minor > 14) {
         gs_log(GS_LOG_WARN, "CPython %d.%d%s%s: unsupported, passing calls through",

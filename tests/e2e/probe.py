@@ -7,6 +7,7 @@ usage: probe.py SCENARIO [LIBCBTHREAD]
   ext-thread     a freshly built extension (cbext) calling back from its own
                  thread; LIBCBTHREAD is then the folder holding it
   ext-relro      the same, built with full RELRO (cbext_relro)
+  legacy         examples/legacy_ext, linked with libgilshim, no preload
 Prints "SCENARIO: main" or "SCENARIO: sub" from inside the sub-interpreter,
 as soon as the callback has run.
 """
@@ -26,6 +27,7 @@ BODY = {
     "sqlite3": "sqlite3_where()",
     "ext-thread": "ext_where('cbext')",
     "ext-relro": "ext_where('cbext_relro')",
+    "legacy": "ext_where('legacy')",
 }[scenario]
 
 code = f"""
