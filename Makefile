@@ -18,9 +18,9 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-FORCE:
 .PHONY: FORCE all test unit embed e2e legacy check demo clean install uninstall
 all: $(LIB)
+FORCE:
 
 $(LIB): $(REGISTRY_SRC) $(SHIM_SRC) $(HEADERS) src/shim/exports.map
 	@mkdir -p $(BUILD)

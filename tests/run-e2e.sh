@@ -50,6 +50,13 @@ for cfg in $PYTHONS; do
     if ldd "$py" | grep -q libpython; then want="symbol interposition"; else want="GOT patching"; fi
     how=$(tools/inject.sh --check "$py" | sed 's/.*redirection by \(.*\), CPython.*/\1/')
     expect "inject.sh --check" "$want" "$how"
+    # --diagnose: stock behaviour kept, the wrong-interpreter call site reported
+    d=$(tools/inject.sh --diagnose "$py" tests/e2e/probe.py ctypes-thread "$lib" 2>build/e2e-diag.$$ | sed 's/.*: //')
+    rep=$(grep -c 'wrong interpreter: PyGILState_Ensure at _ctypes.*owner is interpreter [1-9].*rule 4: creating thread' build/e2e-diag.$$ || true)
+    expect "inject.sh --diagnose" "main 1" "$d $rep"
+    clean=$(tools/inject.sh --diagnose "$py" tests/e2e/smoke.py "$lib" 2>&1)
+    expect "--diagnose on a clean program" "ok" "$clean"
+    rm -f build/e2e-diag.$$
     log=build/e2e-log.$$
     rm -f "$log"
     err=$(GILSHIM_LOG_LEVEL=debug tools/inject.sh --log "$log" "$py" tests/e2e/probe.py ctypes-thread "$lib" 2>&1 >/dev/null)

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Run a command with libgilshim first in LD_PRELOAD (see README.md).
 #   tools/inject.sh [OPTIONS] [--] COMMAND [ARGS...]
+#   --diagnose            keep stock behaviour, report wrong-interpreter
+#                         callbacks                   (GILSHIM_MODE=diagnose)
 #   --log FILE            messages to FILE            (GILSHIM_LOG)
 #   --on-finalize POLICY  park | exit | abort         (GILSHIM_ON_FINALIZE)
 #   --check               run COMMAND (a Python) with a probe that prints the
@@ -9,7 +11,7 @@
 # script, else libgilshim.so.0 from the system library path.
 set -eu
 me=inject.sh
-USAGE="usage: $me [--log FILE] [--on-finalize park|exit|abort] [--check] [--] COMMAND [ARGS...]"
+USAGE="usage: $me [--diagnose] [--log FILE] [--on-finalize park|exit|abort] [--check] [--] COMMAND [ARGS...]"
 usage() { echo "$USAGE" >&2; exit 2; }
 
 check=
@@ -18,6 +20,7 @@ while [ $# -gt 0 ]; do
         --) shift; break ;;
         -h|--help) echo "$USAGE"; exit 0 ;;
         --check) check=1; shift ;;
+        --diagnose) GILSHIM_MODE=diagnose; export GILSHIM_MODE; shift ;;
         --log)
             [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: --log needs a file" >&2; usage; }
             GILSHIM_LOG=$2; export GILSHIM_LOG; shift 2 ;;

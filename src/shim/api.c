@@ -41,7 +41,8 @@ GS_EXPORT const char *gilshim_redirection(void)
 
 GS_EXPORT const char *gilshim_mode(void)
 {
-    return gs_config()->mode == GS_MODE_OFF ? "off" : "route";
+    static const char *const names[] = {"route", "off", "diagnose"};
+    return names[gs_config()->mode];
 }
 
 GS_EXPORT const char *gilshim_strerror(int error)

@@ -40,7 +40,8 @@ static void pick(const char *var, const struct choice *c, int *out)
 
 static void read_config(void)
 {
-    static const struct choice modes[] = {{"route", GS_MODE_ROUTE}, {"off", GS_MODE_OFF}, {0, 0}};
+    static const struct choice modes[] = {
+        {"route", GS_MODE_ROUTE}, {"off", GS_MODE_OFF}, {"diagnose", GS_MODE_DIAGNOSE}, {0, 0}};
     static const struct choice fins[] = {
         {"park", GS_FIN_PARK}, {"exit", GS_FIN_EXIT}, {"abort", GS_FIN_ABORT}, {0, 0}};
     static const struct choice levels[] = {{"quiet", GS_LOG_QUIET}, {"warn", GS_LOG_WARN},

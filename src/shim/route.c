@@ -23,6 +23,16 @@ static inline int routing(void)
     return s == GS_PY_PRESENT && gs_config()->mode == GS_MODE_ROUTE;
 }
 
+/* Route mode, or diagnose mode, which needs the same bookkeeping of
+ * regions and creators to know each callback's owner. */
+static inline int tracking(void)
+{
+    int s = gs_py_state();
+    if (__builtin_expect(s == GS_PY_UNKNOWN, 0))
+        s = gs_py_resolve();
+    return s == GS_PY_PRESENT && gs_config()->mode != GS_MODE_OFF;
+}
+
 /* An interposed name must reach CPython even when the shim stands aside. */
 #define ORIGINAL(field, name) \
     (py.field ? py.field : (__typeof__(py.field))gs_real_symbol(name))
@@ -150,8 +160,11 @@ static int g_runtime_seen;
 
 int gs_ensure(const void *caller)
 {
-    if (!routing())
+    if (!routing()) {
+        if (tracking() && py.IsInitialized())
+            return gs_diagnose_ensure(caller);
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
+    }
     if (__builtin_expect(!py.IsInitialized(), 0)) {
         if (g_runtime_seen)
             gs_fail_safe("PyGILState_Ensure after Py_FinalizeEx", caller);
@@ -307,7 +320,7 @@ int gs_check(void)
 PyThreadState *gs_save_thread(void)
 {
     PyThreadState *t = ORIGINAL(SaveThread, "PyEval_SaveThread")();
-    if (t && routing()) {
+    if (t && tracking()) {
         struct gs_thread *self = gs_thread_self();
         if (self)
             gs_released_push(self, t);
@@ -318,7 +331,7 @@ PyThreadState *gs_save_thread(void)
 void gs_restore_thread(PyThreadState *t)
 {
     struct gs_thread *self = NULL;
-    if (routing() && (self = gs_thread_peek())) {
+    if (tracking() && (self = gs_thread_peek())) {
         gs_released_restore(self, t);
         if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
             gs_fix_stale_tss(self);
@@ -336,7 +349,7 @@ void gs_restore_thread(PyThreadState *t)
 
 struct gs_interp *gs_creator_owner(void)
 {
-    if (!routing() || !py.IsInitialized())
+    if (!tracking() || !py.IsInitialized())
         return NULL;
     PyThreadState *att = gs_py_attached();
     if (att)

@@ -7,7 +7,7 @@
 #include "cpython.h"
 
 /* --- configuration (GILSHIM_*, read once; see README "Environment") --- */
-enum gs_mode { GS_MODE_ROUTE = 0, GS_MODE_OFF = 1 };
+enum gs_mode { GS_MODE_ROUTE = 0, GS_MODE_OFF = 1, GS_MODE_DIAGNOSE = 2 };
 enum gs_on_finalize { GS_FIN_PARK = 0, GS_FIN_EXIT = 1, GS_FIN_ABORT = 2 };
 enum gs_log_level { GS_LOG_QUIET = 0, GS_LOG_WARN = 1, GS_LOG_INFO = 2, GS_LOG_DEBUG = 3 };
 
@@ -46,6 +46,9 @@ GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
 GS_HIDDEN extern __thread struct gs_interp *gs_tl_creator;
+
+/* --- GILSHIM_MODE=diagnose (diagnose.c): stock outcome, reported --- */
+GS_HIDDEN int gs_diagnose_ensure(const void *caller);
 
 /* --- how calls reach the shim (gotpatch.c) --- */
 enum gs_redirect {
