@@ -4,7 +4,8 @@
 if [ -n "${GILSHIM_PYTHONS:-}" ]; then
     PYTHONS=$GILSHIM_PYTHONS
 else
-    root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")}
+    root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "${HOME:-/root}/.pyenv")}
+    [ -d "$root/versions" ] || root=/root/.pyenv
     PYTHONS=
     for minor in 9 10 11 12 13; do
         for cfg in "$root"/versions/3.$minor.*/bin/python3-config; do
