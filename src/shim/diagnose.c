@@ -25,16 +25,6 @@ static unsigned long g_lost;
 static pthread_mutex_t g_sites_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_summary_registered;
 
-static const char *rule_text(int rule)
-{
-    switch (rule) {
-    case GS_RULE_RELEASED: return "GIL-released region";
-    case GS_RULE_BOUND: return "thread binding";
-    case GS_RULE_CREATOR: return "creating thread";
-    default: return "main";
-    }
-}
-
 static int by_count(const void *a, const void *b)
 {
     const struct site *x = a, *y = b;
@@ -55,7 +45,7 @@ static void summary(void)
         char where[256];
         gs_log(GS_LOG_WARN, "  %8lu  %s  (owner %lld by %s, stock ran it in %lld)", g_sites[i].count,
                gs_describe_addr(g_sites[i].caller, where, sizeof where),
-               (long long)g_sites[i].owner, rule_text(g_sites[i].rule), (long long)g_sites[i].stock);
+               (long long)g_sites[i].owner, gs_rule_name(g_sites[i].rule), (long long)g_sites[i].stock);
     }
     if (g_lost)
         gs_log(GS_LOG_WARN, "  %8lu  at further call sites (table full)", g_lost);
@@ -93,33 +83,20 @@ static void report(const void *caller, int rule, struct gs_interp *owner, int64_
     gs_log(GS_LOG_WARN, "wrong interpreter: PyGILState_Ensure at %s on thread \"%s\": "
            "stock runs it in interpreter %lld, its owner is interpreter %lld (rule %d: %s)",
            gs_describe_addr(caller, where, sizeof where), name, (long long)stock_id,
-           (long long)owner->id, rule, rule_text(rule));
+           (long long)owner->id, rule, gs_rule_name(rule));
 }
 
 int gs_diagnose_ensure(const void *caller)
 {
-    struct gs_thread *self = gs_thread_self();
-    int rule = GS_RULE_MAIN;
-    struct gs_interp *owner = NULL;
-    if (!gs_py_attached() && self) {
-        PyThreadState *rel = gs_released_top(self);
-        if (rel) {
-            rule = GS_RULE_RELEASED;
-            owner = gs_interp_of(rel, 0);
-        } else if (self->bound) {
-            rule = GS_RULE_BOUND;
-            owner = self->bound;
-        } else if (gs_tl_creator) {
-            rule = GS_RULE_CREATOR;
-            owner = gs_tl_creator;
-        }
-    }
+    struct gs_route route = gs_route_for(gs_thread_self(), gs_py_attached());
+    struct gs_interp *owner = route.rule == GS_RULE_RELEASED ? gs_interp_of(route.tstate, 0)
+                                                             : route.interp;
     int st = py.GILState_Ensure();
     PyThreadState *now = gs_py_attached();
     if (owner && now && atomic_load(&owner->state) == GS_ALIVE) {
         PyInterpreterState *ran = py.ThreadState_GetInterpreter(now);
         if (ran != owner->ptr)
-            report(caller, rule, owner, py.InterpreterState_GetID(ran));
+            report(caller, route.rule, owner, py.InterpreterState_GetID(ran));
     }
     return st;
 }

@@ -15,23 +15,20 @@ __thread struct gs_interp *gs_tl_creator;
 
 static _Atomic(struct gs_interp *) g_main;
 
-static inline int routing(void)
+/* GILSHIM_MODE in force, or GS_MODE_OFF when the shim cannot route here. */
+static inline int active_mode(void)
 {
     int s = gs_py_state();
     if (__builtin_expect(s == GS_PY_UNKNOWN, 0))
         s = gs_py_resolve();
-    return s == GS_PY_PRESENT && gs_config()->mode == GS_MODE_ROUTE;
+    return s == GS_PY_PRESENT ? gs_config()->mode : GS_MODE_OFF;
 }
+
+static inline int routing(void) { return active_mode() == GS_MODE_ROUTE; }
 
 /* Route mode, or diagnose mode, which needs the same bookkeeping of
  * regions and creators to know each callback's owner. */
-static inline int tracking(void)
-{
-    int s = gs_py_state();
-    if (__builtin_expect(s == GS_PY_UNKNOWN, 0))
-        s = gs_py_resolve();
-    return s == GS_PY_PRESENT && gs_config()->mode != GS_MODE_OFF;
-}
+static inline int tracking(void) { return active_mode() != GS_MODE_OFF; }
 
 /* An interposed name must reach CPython even when the shim stands aside. */
 #define ORIGINAL(field, name) \
@@ -134,22 +131,15 @@ void gs_row_detach(struct gs_row *r)
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
-static struct gs_interp *owner_interp(int *rule)
+struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
 {
-    struct gs_thread *self = gs_thread_peek();
-    if (self && self->bound) {
-        *rule = GS_RULE_BOUND;
-        return self->bound;
-    }
-    if (gs_tl_creator) {
-        *rule = GS_RULE_CREATOR;
-        return gs_tl_creator;
-    }
-    *rule = GS_RULE_MAIN;
-    return gs_main_interp();
+    struct gs_route_in in = {attached, NULL, self ? self->bound : NULL, gs_tl_creator};
+    if (!attached && !(in.released = gs_released_top(self)))
+        in.released = stock_released(self);
+    return gs_route_decide(&in);
 }
 
-static const char *rule_name(int rule)
+const char *gs_rule_name(int rule)
 {
     static const char *const names[] = {"none", "attached", "GIL-released region",
                                         "thread binding", "creating thread", "main"};
@@ -160,8 +150,9 @@ static int g_runtime_seen;
 
 int gs_ensure(const void *caller)
 {
-    if (!routing()) {
-        if (tracking() && py.IsInitialized())
+    int mode = active_mode();
+    if (mode != GS_MODE_ROUTE) {
+        if (mode == GS_MODE_DIAGNOSE && py.IsInitialized())
             return gs_diagnose_ensure(caller);
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
@@ -182,30 +173,27 @@ int gs_ensure(const void *caller)
     if (!f)
         gs_fail_safe("out of memory for an Ensure frame", caller);
     f->caller = caller;
-    if (att) {
+    struct gs_route route = gs_route_for(self, att);
+    f->rule = route.rule;
+    if (route.rule == GS_RULE_ATTACHED) {
         f->kind = GS_FRAME_NESTED;
-        f->rule = GS_RULE_ATTACHED;
         f->tstate = att;
         f->returned = GS_PyGILState_LOCKED;
         return GS_PyGILState_LOCKED;
     }
     f->returned = GS_PyGILState_UNLOCKED;
-    PyThreadState *rel = gs_released_top(self);
-    if (!rel)
-        rel = stock_released(self);
-    if (rel) {
+    if (route.rule == GS_RULE_RELEASED) {
         if (gs_runtime_finalizing()) {
             gs_frame_pop(self);
             gs_fail_safe("PyGILState_Ensure while the runtime finalizes", caller);
         }
-        py.RestoreThread(rel);
+        py.RestoreThread(route.tstate);
         f->kind = GS_FRAME_REATTACH;
-        f->rule = GS_RULE_RELEASED;
-        f->tstate = rel;
+        f->tstate = route.tstate;
         return GS_PyGILState_UNLOCKED;
     }
-    int rule, err = 0;
-    struct gs_interp *in = owner_interp(&rule);
+    int err = 0;
+    struct gs_interp *in = route.interp ? route.interp : gs_main_interp();
     struct gs_row *r = in ? gs_row_acquire(self, in, &err) : NULL;
     if (!r) {
         gs_frame_pop(self);
@@ -215,14 +203,13 @@ int gs_ensure(const void *caller)
                      caller);
     }
     f->kind = GS_FRAME_ROW;
-    f->rule = rule;
     f->row = r;
     f->tstate = r->tstate;
     if (__builtin_expect(gs_config()->log_level >= GS_LOG_DEBUG, 0)) {
         char where[256];
         gs_log(GS_LOG_DEBUG, "Ensure at %s -> interpreter %lld (rule %d: %s)",
-               gs_describe_addr(caller, where, sizeof where), (long long)in->id, rule,
-               rule_name(rule));
+               gs_describe_addr(caller, where, sizeof where), (long long)in->id, route.rule,
+               gs_rule_name(route.rule));
     }
     return GS_PyGILState_UNLOCKED;
 }
@@ -351,20 +338,18 @@ struct gs_interp *gs_creator_owner(void)
 {
     if (!tracking() || !py.IsInitialized())
         return NULL;
-    PyThreadState *att = gs_py_attached();
-    if (att)
-        return gs_interp_of(att, 1);
     struct gs_thread *self = gs_thread_self();
-    PyThreadState *rel = gs_released_top(self);
-    if (!rel && self)
-        rel = stock_released(self);
-    if (rel) {
-        struct gs_interp *in = gs_interp_of(rel, 0);
+    struct gs_route route = gs_route_for(self, gs_py_attached());
+    switch (route.rule) {
+    case GS_RULE_ATTACHED:
+        return gs_interp_of(route.tstate, 1);
+    case GS_RULE_RELEASED: {
+        struct gs_interp *in = gs_interp_of(route.tstate, 0);
         if (in && !in->hook_registered && self)
             self->pending_hook = in;
         return in;
     }
-    if (self && self->bound)
-        return self->bound;
-    return gs_tl_creator;
+    default:
+        return route.interp;  /* NULL for main: nothing to inherit */
+    }
 }

@@ -36,6 +36,10 @@ GS_HIDDEN PyThreadState *gs_save_thread(void);
 GS_HIDDEN void gs_restore_thread(PyThreadState *t);
 /* The owner of a thread about to be created by the calling thread. */
 GS_HIDDEN struct gs_interp *gs_creator_owner(void);
+/* The routing decision (README "Routing rules") for the calling thread,
+ * given what it has attached; interp NULL with GS_RULE_MAIN. */
+GS_HIDDEN struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached);
+GS_HIDDEN const char *gs_rule_name(int rule);
 /* Entry for the interpreter of an attached tstate (and place its hook). */
 GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);
