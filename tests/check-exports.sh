@@ -14,7 +14,7 @@ want=$(echo $expected | tr ' ' '\n' | sort)
 have=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort)
 if [ "$want" != "$have" ]; then
     echo "check-exports: FAIL, exported set differs (< expected, > actual):"
-    diff <(echo "$want") <(echo "$have") 2>/dev/null || { echo "$want" > /tmp/gs-want.$$; echo "$have" | diff /tmp/gs-want.$$ - ; rm -f /tmp/gs-want.$$; }
+    diff <(echo "$want") <(echo "$have")
     exit 1
 fi
 if ldd "$lib" | grep -q libpython; then

@@ -9,8 +9,7 @@ command -v make >/dev/null 2>&1 || need="$need make"
 case ${1:-test} in
     test) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
-          command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
-          command -v gdb >/dev/null 2>&1 || true ;;
+          command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config" ;;
     demo) ;;
     *) echo "usage: tools/deps.sh test|demo" >&2; exit 2 ;;
 esac

@@ -45,7 +45,7 @@ GS_EXPORT const char *gilshim_mode(void)
     return names[gs_config()->mode];
 }
 
-GS_EXPORT const char *gilshim_strerror(int error)
+static const char *error_text(int error)
 {
     switch (error) {
     case GILSHIM_OK: return "no error";
@@ -60,6 +60,8 @@ GS_EXPORT const char *gilshim_strerror(int error)
     default: return "unknown gilshim error";
     }
 }
+
+GS_EXPORT const char *gilshim_strerror(int error) { return error_text(error); }
 
 static gilshim_view view_of(struct gs_interp *in)
 {
@@ -175,14 +177,14 @@ GS_EXPORT void gilshim_release(gilshim_token *token)
         fail(GILSHIM_ETHREAD);
         gs_log(GS_LOG_WARN, "gilshim_release(%p) at %s: %s", (void *)token,
                gs_describe_addr(__builtin_return_address(0), where, sizeof where),
-               gilshim_strerror(GILSHIM_ETHREAD));
+               error_text(GILSHIM_ETHREAD));
         return;
     }
     if (idx + 1 != self->depth) {
         fail(GILSHIM_EORDER);
         gs_log(GS_LOG_WARN, "gilshim_release(%p) at %s: %s (%zu newer still open); ignored",
                (void *)token, gs_describe_addr(__builtin_return_address(0), where, sizeof where),
-               gilshim_strerror(GILSHIM_EORDER), self->depth - idx - 1);
+               error_text(GILSHIM_EORDER), self->depth - idx - 1);
         return;
     }
     gs_frame_undo(self, f);

@@ -43,6 +43,7 @@ static const struct redirect {
 static pthread_mutex_t g_patch_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int g_method = GS_REDIRECT_NONE;
 static const void *g_definer;      /* load base of the object that defines them */
+static const void *g_self;         /* load base of libgilshim */
 static unsigned long long g_subs;  /* dlpi_subs at the last walk */
 static size_t g_slots;             /* slots rewritten so far */
 
@@ -119,10 +120,9 @@ static void patch_relocs(ElfW(Addr) base, const ElfW(Rela) *rel, size_t n, const
     }
 }
 
-static int patch_object(struct dl_phdr_info *info, size_t size, void *self_base)
+static int patch_object(struct dl_phdr_info *info)
 {
-    (void)size;
-    if ((const void *)info->dlpi_addr == self_base || (const void *)info->dlpi_addr == g_definer)
+    if ((const void *)info->dlpi_addr == g_self || (const void *)info->dlpi_addr == g_definer)
         return 0;
     if (info->dlpi_name && strstr(info->dlpi_name, "linux-vdso"))
         return 0;
@@ -167,28 +167,28 @@ static int patch_object(struct dl_phdr_info *info, size_t size, void *self_base)
     return 0;
 }
 
-static int walk(struct dl_phdr_info *info, size_t size, void *self_base)
+static int walk(struct dl_phdr_info *info, size_t size, void *unused)
 {
+    (void)size;
+    (void)unused;
     if (info->dlpi_subs != g_subs) {
         g_subs = info->dlpi_subs;
         g_nseen = 0;
     }
-    return patch_object(info, size, self_base);
+    return patch_object(info);
 }
 
 void gs_patch_loaded_objects(void)
 {
     if (atomic_load(&g_method) != GS_REDIRECT_GOT)
         return;
-    Dl_info me;
-    if (!dladdr((void *)gs_patch_loaded_objects, &me))
-        return;
     pthread_mutex_lock(&g_patch_lock);
     size_t before = g_slots;
-    dl_iterate_phdr(walk, me.dli_fbase);
+    dl_iterate_phdr(walk, NULL);
     size_t now = g_slots;
     pthread_mutex_unlock(&g_patch_lock);
-    gs_log(GS_LOG_DEBUG, "GOT patching: %zu call slot(s) redirected", now - before);
+    if (now != before)
+        gs_log(GS_LOG_DEBUG, "GOT patching: %zu call slot(s) redirected", now - before);
 }
 
 static int preloaded(const char *self_path)
@@ -223,6 +223,7 @@ __attribute__((constructor)) static void gs_redirect_init(void)
         return;
     }
     g_definer = it.dli_fbase;
+    g_self = me.dli_fbase;
     atomic_store(&g_method, GS_REDIRECT_GOT);
     gs_log(GS_LOG_DEBUG, "CPython's names are defined by %s, ahead of the shim: GOT patching",
            it.dli_fname);

@@ -14,13 +14,6 @@
 
 #define CALLER __builtin_return_address(0)
 
-GS_EXPORT int gilshim_PyGILState_Ensure(void) { return gs_ensure(CALLER); }
-GS_EXPORT void gilshim_PyGILState_Release(int oldstate) { gs_release(oldstate, CALLER); }
-GS_EXPORT void *gilshim_PyGILState_GetThisThreadState(void) { return gs_this_thread_state(); }
-GS_EXPORT int gilshim_PyGILState_Check(void) { return gs_check(); }
-GS_EXPORT void *gilshim_PyEval_SaveThread(void) { return gs_save_thread(); }
-GS_EXPORT void gilshim_PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
-
 GS_EXPORT int PyGILState_Ensure(void) { return gs_ensure(CALLER); }
 GS_EXPORT void PyGILState_Release(int oldstate) { gs_release(oldstate, CALLER); }
 GS_EXPORT void *PyGILState_GetThisThreadState(void) { return gs_this_thread_state(); }
@@ -28,17 +21,21 @@ GS_EXPORT int PyGILState_Check(void) { return gs_check(); }
 GS_EXPORT void *PyEval_SaveThread(void) { return gs_save_thread(); }
 GS_EXPORT void PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
 
-/* The same functions under hidden names: their addresses are ours for
- * sure (a reference to an exported name may bind to CPython's own
+/* Each function above under two more names: gilshim_<name>, exported,
+ * for <gilshim/redirect.h>; and gs_entry_<name>, hidden, whose address is
+ * ours for sure (a reference to an exported name may bind to CPython's own
  * definition), which is what GOT patching must store. */
-#define GS_ALIAS(hidden_name, name) \
-    extern __typeof__(name) hidden_name __attribute__((alias(#name), visibility("hidden")))
-GS_ALIAS(gs_entry_Ensure, PyGILState_Ensure);
-GS_ALIAS(gs_entry_Release, PyGILState_Release);
-GS_ALIAS(gs_entry_GetThisThreadState, PyGILState_GetThisThreadState);
-GS_ALIAS(gs_entry_Check, PyGILState_Check);
-GS_ALIAS(gs_entry_SaveThread, PyEval_SaveThread);
-GS_ALIAS(gs_entry_RestoreThread, PyEval_RestoreThread);
+#define GS_ALIASES(suffix, name)                                                   \
+    GS_EXPORT extern __typeof__(name) gilshim_##name                              \
+        __attribute__((alias(#name), copy(name)));                                \
+    extern __typeof__(name) gs_entry_##suffix                                     \
+        __attribute__((alias(#name), visibility("hidden")))
+GS_ALIASES(Ensure, PyGILState_Ensure);
+GS_ALIASES(Release, PyGILState_Release);
+GS_ALIASES(GetThisThreadState, PyGILState_GetThisThreadState);
+GS_ALIASES(Check, PyGILState_Check);
+GS_ALIASES(SaveThread, PyEval_SaveThread);
+GS_ALIASES(RestoreThread, PyEval_RestoreThread);
 
 /* --- rule 4: a new thread inherits its creator's interpreter ---
  * Only a thread created by a thread tied to an interpreter is wrapped; all
@@ -61,8 +58,8 @@ static void *trampoline(void *p)
     return s.fn(s.arg);
 }
 
-static int create_thread(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
-                         void *arg)
+GS_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                             void *arg)
 {
     pthread_create_fn real = atomic_load_explicit(&g_real_pthread_create, memory_order_relaxed);
     if (!real) {
@@ -82,14 +79,5 @@ static int create_thread(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(
     return rc;
 }
 
-GS_EXPORT int gilshim_pthread_create(pthread_t *th, const pthread_attr_t *attr,
-                                     void *(*fn)(void *), void *arg)
-{
-    return create_thread(th, attr, fn, arg);
-}
-
-GS_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
-                             void *arg)
-{
-    return create_thread(th, attr, fn, arg);
-}
+GS_EXPORT extern __typeof__(pthread_create) gilshim_pthread_create
+    __attribute__((alias("pthread_create"), copy(pthread_create)));
