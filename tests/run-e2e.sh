@@ -21,6 +21,21 @@ run() {  # the probe's answer, and how the process ended if not cleanly
         *) echo "$ans+exit$rc" ;;
     esac
 }
+# inject.sh's own failure paths: one line on stderr, a documented exit code
+code() { "$@" >/dev/null 2>&1 && echo 0 || echo $?; }
+expect "inject.sh unknown option" 2 "$(code tools/inject.sh --bogus true)"
+expect "inject.sh unknown policy" 2 "$(code tools/inject.sh --on-finalize sometimes true)"
+expect "inject.sh command not found" 127 "$(code tools/inject.sh gilshim-no-such-command)"
+expect "inject.sh shim missing" 127 "$(GILSHIM_LIB=/nonexistent/libgilshim.so code tools/inject.sh true)"
+some_py=$(echo $PYTHONS | cut -d' ' -f1); some_py=${some_py%-config}
+expect "inject.sh --check, shim not loaded" 4 \
+    "$(GILSHIM_LIB=$(ldd "$some_py" | awk '/libm\.so/{print $3}') code tools/inject.sh --check "$some_py")"
+old_py=$(ls -d "${PYENV_ROOT:-/root/.pyenv}"/versions/3.8*/bin/python3 2>/dev/null | head -1 || true)
+if [ -n "$old_py" ]; then
+    expect "inject.sh --check, CPython 3.8" 3 "$(code tools/inject.sh --check "$old_py")"
+else
+    echo "  skip inject.sh --check on an unsupported CPython: none installed"
+fi
 for cfg in $PYTHONS; do
     py=${cfg%-config}
     ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

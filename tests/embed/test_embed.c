@@ -15,7 +15,11 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gilshim.h"
 
@@ -445,4 +449,97 @@ Test(embed, thread_state_offset_matches_headers)
     cr_assert_eq((long)offsetof(PyThreadState, thread_id), expect);
 #endif
     cr_assert_eq(PyGILState_Check(), 1);
+}
+
+/* --- misuse and configuration ---
+ * The shim reads GILSHIM_* once, at its first use, which in a test worker
+ * comes before any .init (Criterion's own threads go through the
+ * pthread_create hook). So tests/run-embed.sh runs the misuse suite once
+ * per setting, with the variables in the environment; each test checks that
+ * its setting is there, so a runner that forgets it fails. */
+
+static const char *log_path;
+
+static void require_env(const char *var, const char *value)
+{
+    const char *v = getenv(var);
+    cr_assert(v && (!value || !strcmp(v, value)), "run with %s=%s (tests/run-embed.sh)", var,
+              value ? value : "...");
+}
+
+static void start_logged(void)
+{
+    require_env("GILSHIM_LOG", NULL);
+    log_path = getenv("GILSHIM_LOG");
+    start_python();
+}
+
+static int log_has(const char *needle)
+{
+    char buf[8192] = {0};
+    FILE *f = fopen(log_path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+static void init_log(void) { start_logged(); }
+static void init_mode_off(void) { require_env("GILSHIM_MODE", "off"); start_python(); }
+static void init_bogus(void) { require_env("GILSHIM_ON_FINALIZE", "sometimes"); start_logged(); }
+
+static void wrong_state_job(struct job *j)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    cr_assert_eq(g, PyGILState_UNLOCKED);
+    PyGILState_Release(PyGILState_LOCKED);  /* the wrong one */
+    j->n = PyGILState_Check();              /* 0: what Ensure acquired was released */
+}
+
+Test(logged, release_with_another_state_warns_and_undoes_its_ensure, .init = init_log,
+     .timeout = 60)
+{
+    struct job j = {.fn = wrong_state_job, .n = -1};
+    run_thread(&j);
+    cr_assert_eq(j.n, 0);
+    cr_assert(log_has("given LOCKED, but the matching Ensure returned UNLOCKED"));
+}
+
+static void *release_without_ensure(void *p)
+{
+    (void)p;
+    PyGILState_Release(PyGILState_UNLOCKED);
+    return NULL;
+}
+
+/* The diagnostic, then stock's outcome: Py_FatalError ("auto-releasing
+ * thread-state, but no thread-state for this thread"), an abort. */
+Test(logged, release_without_ensure_gets_stocks_outcome, .init = init_log, .signal = SIGABRT,
+     .timeout = 60)
+{
+    pthread_t th;
+    PyThreadState *me = PyEval_SaveThread();
+    pthread_create(&th, NULL, release_without_ensure, NULL);
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(me);
+}
+
+Test(mode_off, passes_everything_through, .init = init_mode_off, .timeout = 60)
+{
+    PyThreadState *sub = new_sub(0, "sub");
+    struct job j = {.fn = creator_job};
+    run_thread(&j);
+    cr_assert_str_eq(j.shim.marker, "main", "GILSHIM_MODE=off: stock routing");
+    switch_to(main_ts);
+    sub_gone(sub, 0);
+}
+
+Test(bogus_setting, is_warned_and_ignored, .init = init_bogus, .timeout = 60)
+{
+    struct job j = {.fn = both};
+    run_thread(&j);
+    cr_assert_str_eq(j.shim.marker, "main");
+    cr_assert(log_has("GILSHIM_ON_FINALIZE=sometimes: unknown value, ignored"));
 }
