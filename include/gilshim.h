@@ -13,6 +13,7 @@
 #define GILSHIM_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -74,6 +75,16 @@ void gilshim_unbind_thread(void);
  * and the GILSHIM_MODE in force. */
 const char *gilshim_redirection(void);
 const char *gilshim_mode(void);
+
+/* What the shim holds right now, for tests and monitoring. Pass
+ * sizeof(gilshim_stats) as size so that the struct can grow; returns 0,
+ * or GILSHIM_EINVAL. */
+typedef struct gilshim_stats {
+    size_t threads;  /* OS threads with a gilshim record */
+    size_t rows;     /* cached thread states: one per (thread x interpreter) used */
+    size_t bytes;    /* heap held for those, besides CPython's own thread states */
+} gilshim_stats;
+int gilshim_get_stats(gilshim_stats *out, size_t size);
 
 /* The error of the calling thread's last failed gilshim_ call, and its text. */
 int gilshim_last_error(void);

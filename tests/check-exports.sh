@@ -7,7 +7,7 @@ expected="PyEval_RestoreThread PyEval_SaveThread PyGILState_Check PyGILState_Ens
 PyGILState_GetThisThreadState PyGILState_Release gilshim_PyEval_RestoreThread
 gilshim_PyEval_SaveThread gilshim_PyGILState_Check gilshim_PyGILState_Ensure
 gilshim_PyGILState_GetThisThreadState gilshim_PyGILState_Release gilshim_bind_thread
-gilshim_ensure gilshim_last_error gilshim_pthread_create gilshim_release gilshim_strerror
+gilshim_ensure gilshim_get_stats gilshim_last_error gilshim_pthread_create gilshim_release gilshim_strerror
 gilshim_unbind_thread gilshim_version gilshim_view_alive gilshim_view_current
 gilshim_view_main pthread_create dlopen gilshim_redirection gilshim_mode"
 want=$(echo $expected | tr ' ' '\n' | sort)

@@ -188,11 +188,12 @@ void gs_thread_teardown(struct gs_thread *t)
     free(t);
 }
 
-void gs_registry_after_fork_child(void)
+void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp)
 {
     /* Only the forking thread survives; the others' records describe
      * threads that do not exist here. Their rows' tstates belong to
-     * CPython, which PyOS_AfterFork_Child cleans up, so just forget them. */
+     * CPython, which PyOS_AfterFork_Child deletes along with every
+     * sub-interpreter, so forget them without touching them. */
     pthread_mutex_init(&g_lock, NULL);
     struct gs_thread *t = g_threads, *keep = tl_self;
     while (t) {
@@ -209,9 +210,21 @@ void gs_registry_after_fork_child(void)
     }
     g_threads = keep;
     g_nthreads = keep ? 1 : 0;
+    uint64_t gen = gs_generation();
+    for (struct gs_interp *in = g_interps; in; in = in->next)
+        if (in->generation == gen && (!keep_interp || in->ptr != keep_interp)) {
+            atomic_store(&in->state, GS_DEAD);
+            in->ptr = NULL;
+        }
     if (keep) {
         keep->next_thread = keep->prev_thread = NULL;
         keep->tid = (pid_t)syscall(SYS_gettid);
+        /* The forking thread's own cached states survive only if attached:
+         * CPython keeps the current thread state and deletes the rest. */
+        for (size_t i = 0; i < keep->nrows; i++)
+            if (keep->rows[i]->tstate != keep_tstate || !keep_tstate)
+                atomic_store(&keep->rows[i]->state, GS_ROW_DEAD);
+        gs_row_prune(keep);
     }
 }
 
@@ -308,9 +321,18 @@ void gs_rows_of_interp(struct gs_interp *in,
 
 size_t gs_row_count(void) { return atomic_load(&g_nrows); }
 
-/* What a row costs gilshim, besides CPython's own PyThreadState: the row
- * itself and its slot in the thread's pointer array. */
-size_t gs_row_bytes(void) { return gs_row_count() * (sizeof(struct gs_row) + sizeof(void *)); }
+size_t gs_registry_bytes(void)
+{
+    size_t bytes = 0;
+    gs_registry_lock();
+    for (struct gs_thread *t = g_threads; t; t = t->next_thread) {
+        bytes += sizeof *t + t->caprows * sizeof *t->rows + t->nrows * sizeof(struct gs_row);
+        for (struct gs_frame_chunk *c = t->first_chunk.next; c; c = c->next)
+            bytes += sizeof *c;
+    }
+    gs_registry_unlock();
+    return bytes;
+}
 
 /* --- frames --- */
 

@@ -144,8 +144,10 @@ typedef void (*gs_thread_reaper)(struct gs_thread *);
 GS_HIDDEN void gs_set_thread_reaper(gs_thread_reaper fn);
 /* Unlink and free the calling thread's record (thread exit, tests). */
 GS_HIDDEN void gs_thread_teardown(struct gs_thread *t);
-/* fork child: forget every other thread's record (their threads are gone). */
-GS_HIDDEN void gs_registry_after_fork_child(void);
+/* fork child: forget every other thread's record (their threads are gone),
+ * every interpreter but the one at keep_interp, and the forking thread's
+ * rows but the one whose tstate is keep_tstate (both may be NULL). */
+GS_HIDDEN void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp);
 GS_HIDDEN size_t gs_thread_count(void);
 
 /* --- rows --- */
@@ -162,7 +164,8 @@ GS_HIDDEN void gs_rows_of_interp(struct gs_interp *in,
                                  int (*fn)(struct gs_thread *, struct gs_row *, void *),
                                  void *arg);
 GS_HIDDEN size_t gs_row_count(void);
-GS_HIDDEN size_t gs_row_bytes(void);
+/* Heap held for thread records, their frame chunks and rows. */
+GS_HIDDEN size_t gs_registry_bytes(void);
 
 /* --- frames --- */
 GS_HIDDEN struct gs_frame *gs_frame_push(struct gs_thread *t);

@@ -29,6 +29,16 @@ GS_EXPORT const char *gilshim_version(void) { return "0.1.0"; }
 
 GS_EXPORT int gilshim_last_error(void) { return tl_error; }
 
+GS_EXPORT int gilshim_get_stats(gilshim_stats *out, size_t size)
+{
+    if (!out || size < sizeof *out)
+        return fail(GILSHIM_EINVAL);
+    out->threads = gs_thread_count();
+    out->rows = gs_row_count();
+    out->bytes = gs_registry_bytes();
+    return GILSHIM_OK;
+}
+
 GS_EXPORT const char *gilshim_redirection(void)
 {
     switch (gs_redirect_method()) {

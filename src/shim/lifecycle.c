@@ -292,7 +292,14 @@ void gs_fail_safe(const char *why, const void *caller)
 
 /* --- fork --- */
 
-static void after_fork_child(void) { gs_registry_after_fork_child(); }
+/* CPython's PyOS_AfterFork_Child keeps the main interpreter and the
+ * forking thread's current thread state, and deletes everything else. */
+static void after_fork_child(void)
+{
+    int present = gs_py_state() == GS_PY_PRESENT;
+    gs_registry_after_fork_child(present ? gs_py_attached() : NULL,
+                                 present ? py.InterpreterState_Main() : NULL);
+}
 
 static _Atomic int g_lifecycle_ready;
 
