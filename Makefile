@@ -18,7 +18,7 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test unit embed e2e legacy check demo clean install uninstall
+.PHONY: FORCE all test unit embed e2e lifecycle legacy check demo clean install uninstall
 all: $(LIB)
 FORCE:
 
@@ -42,6 +42,11 @@ embed: $(LIB)
 e2e: $(LIB)
 	tests/run-e2e.sh
 
+# Interpreter end, finalization, re-initialisation, thread exit, fork and
+# misuse: each scenario run as stock CPython and with gilshim.
+lifecycle: $(LIB)
+	WERROR=$(WERROR) tests/run-lifecycle.sh
+
 # The explicitly linked path: install into a scratch prefix, build the
 # example legacy extension with pkg-config, run it without LD_PRELOAD.
 legacy: $(LIB)
@@ -54,7 +59,7 @@ check: $(LIB)
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
-	$(MAKE) check unit embed e2e legacy
+	$(MAKE) check unit embed lifecycle e2e legacy
 	@echo "make test: all tiers passed"
 
 demo: tools/deps.sh

@@ -133,6 +133,13 @@ void gs_row_detach(struct gs_row *r)
 
 struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
 {
+    /* A binding or creator from a runtime since finalized names nothing:
+     * after Py_Initialize again the thread is as new. */
+    uint64_t gen = gs_generation();
+    if (self && self->bound && self->bound->generation != gen)
+        self->bound = NULL;
+    if (gs_tl_creator && gs_tl_creator->generation != gen)
+        gs_tl_creator = NULL;
     struct gs_route_in in = {attached, NULL, self ? self->bound : NULL, gs_tl_creator};
     if (!attached && !(in.released = gs_released_top(self)))
         in.released = stock_released(self);

@@ -440,6 +440,64 @@ Test(embed, explicit_ensure_switches_and_restores_legacy) { explicit_switch(0); 
 Test(embed, explicit_ensure_switches_and_restores_own_gil) { explicit_switch(1); }
 #endif
 
+/* --- bad input to the explicit API --- */
+
+static void *release_foreign_token(void *token)
+{
+    gilshim_release(token);
+    return (void *)(intptr_t)gilshim_last_error();
+}
+
+Test(embed, token_released_on_another_thread_is_refused)
+{
+    gilshim_token *t = gilshim_ensure(gilshim_view_main());
+    cr_assert(t);
+    pthread_t th;
+    void *err;
+    /* the other thread needs no GIL to be refused */
+    cr_assert(pthread_create(&th, NULL, release_foreign_token, t) == 0);
+    pthread_join(th, &err);
+    cr_assert_eq((int)(intptr_t)err, GILSHIM_ETHREAD);
+    cr_assert_eq(PyThreadState_Get(), main_ts, "nothing changed on the owning thread");
+    gilshim_release(t);
+    cr_assert_eq(gilshim_last_error(), GILSHIM_OK, "its owner still releases it");
+}
+
+Test(embed, token_released_out_of_order_is_refused)
+{
+    gilshim_token *outer = gilshim_ensure(gilshim_view_main());
+    gilshim_token *inner = gilshim_ensure(gilshim_view_main());
+    cr_assert(outer && inner);
+    gilshim_release(outer);
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EORDER);
+    gilshim_release(inner);
+    gilshim_release(outer);
+    cr_assert_eq(gilshim_last_error(), GILSHIM_OK);
+    cr_assert_eq(PyThreadState_Get(), main_ts);
+}
+
+Test(embed, bad_views_and_arguments_are_refused)
+{
+    gilshim_view main_view = gilshim_view_main();
+    gilshim_view never = {main_view.id + 1000, main_view.generation};
+    gilshim_view other_runtime = {main_view.id, main_view.generation + 1};
+    gilshim_view invalid = {-1, 0};
+    cr_assert_null(gilshim_ensure(never));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EINVAL);
+    cr_assert_null(gilshim_ensure(other_runtime));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_ESTALE);
+    cr_assert_eq(gilshim_bind_thread(invalid), GILSHIM_EINVAL);
+    cr_assert_not(gilshim_view_alive(invalid));
+    gilshim_release(NULL);
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EINVAL);
+    cr_assert_eq(gilshim_get_stats(NULL, 0), GILSHIM_EINVAL);
+    gilshim_stats st;
+    cr_assert_eq(gilshim_get_stats(&st, sizeof st - 1), GILSHIM_EINVAL, "a too small struct");
+    cr_assert_eq(gilshim_get_stats(&st, sizeof st), GILSHIM_OK);
+    cr_assert_str_eq(gilshim_strerror(12345), "unknown gilshim error");
+    cr_assert_eq(PyThreadState_Get(), main_ts, "nothing changed");
+}
+
 Test(embed, thread_state_offset_matches_headers)
 {
     /* src/shim/resolve.c keeps offsetof(PyThreadState, thread_id) for the
@@ -488,7 +546,15 @@ static int log_has(const char *needle)
 
 static void init_log(void) { start_logged(); }
 static void init_mode_off(void) { require_env("GILSHIM_MODE", "off"); start_python(); }
-static void init_bogus(void) { require_env("GILSHIM_ON_FINALIZE", "sometimes"); start_logged(); }
+static void init_bogus(void)
+{
+    require_env("GILSHIM_ON_FINALIZE", "sometimes");
+    require_env("GILSHIM_MODE", "sideways");
+    require_env("GILSHIM_DRAIN_MS", "soon");
+    require_env("GILSHIM_LOG_LEVEL", "loud");
+    require_env("GILSHIM_PATCH", "maybe");
+    start_logged();
+}
 
 static void wrong_state_job(struct job *j)
 {
@@ -542,4 +608,9 @@ Test(bogus_setting, is_warned_and_ignored, .init = init_bogus, .timeout = 60)
     run_thread(&j);
     cr_assert_str_eq(j.shim.marker, "main");
     cr_assert(log_has("GILSHIM_ON_FINALIZE=sometimes: unknown value, ignored"));
+    cr_assert(log_has("GILSHIM_MODE=sideways: unknown value, ignored"));
+    cr_assert(log_has("GILSHIM_LOG_LEVEL=loud: unknown value, ignored"));
+    cr_assert(log_has("GILSHIM_PATCH=maybe: unknown value, ignored"));
+    cr_assert(log_has("GILSHIM_DRAIN_MS=soon: not a number of milliseconds (0-3600000), keeping 1000"));
+    cr_assert_str_eq(gilshim_mode(), "route", "the default is kept");
 }

@@ -1,0 +1,613 @@
+/*
+ * Lifecycle scenarios: an embedding program that does one thing stock
+ * CPython gets wrong at an interpreter's or the runtime's end, and says
+ * what happened, line by line, on stdout.
+ *
+ * Built twice per CPython version (tests/run-lifecycle.sh):
+ *   scenario-stock-X.Y  plain libpython, no gilshim anywhere
+ *   scenario-shim-X.Y   libgilshim linked ahead of libpython, as under
+ *                       LD_PRELOAD (-DWITH_GILSHIM)
+ * tests/lifecycle/test_lifecycle.c runs both and asserts each outcome:
+ * stock's crash, abort or hang next to gilshim's clean run.
+ *
+ *   scenario NAME [own]     own: an own-GIL sub-interpreter (3.12+)
+ */
+#define _GNU_SOURCE 1
+#include <Python.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef WITH_GILSHIM
+#include "gilshim.h"
+#endif
+
+#define HAVE_OWN_GIL (PY_VERSION_HEX >= 0x030C0000)
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts))
+        ;
+}
+
+static void wait_for(_Atomic int *flag, int value)
+{
+    while (atomic_load(flag) < value)
+        sleep_ms(1);
+}
+
+/* The same, for a thread that holds a GIL the awaited thread needs. */
+static void wait_released(_Atomic int *flag, int value)
+{
+    Py_BEGIN_ALLOW_THREADS
+    wait_for(flag, value);
+    Py_END_ALLOW_THREADS
+}
+
+/* 0 if th ended within ms, else 1 (still running or blocked). */
+static int join_within(pthread_t th, long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_timedjoin_np(th, NULL, &ts) == 0 ? 0 : 1;
+}
+
+static void set_marker(const char *name)
+{
+    PyObject *s = PyUnicode_FromString(name);
+    if (!s || PySys_SetObject("_scenario_marker", s) != 0)
+        abort();
+    Py_DECREF(s);
+}
+
+/* Run some Python in the attached interpreter; return its marker. */
+static const char *python_call(void)
+{
+    if (PyRun_SimpleString("import sys; sys._scenario_hits = getattr(sys, '_scenario_hits', 0) + 1"))
+        abort();
+    PyObject *m = PySys_GetObject("_scenario_marker");
+    return m ? PyUnicode_AsUTF8(m) : "?";
+}
+
+static PyThreadState *main_ts;
+
+static void start(const char *marker)
+{
+    Py_InitializeEx(0);
+    set_marker(marker);
+    main_ts = PyThreadState_Get();
+}
+
+/* A sub-interpreter, left attached on the calling thread. */
+static PyThreadState *new_sub(int own_gil, const char *marker)
+{
+    PyThreadState *sub = NULL;
+#if HAVE_OWN_GIL
+    if (own_gil) {
+        PyInterpreterConfig cfg = {
+            .use_main_obmalloc = 0, .allow_fork = 0, .allow_exec = 0, .allow_threads = 1,
+            .allow_daemon_threads = 0, .check_multi_interp_extensions = 1,
+            .gil = PyInterpreterConfig_OWN_GIL,
+        };
+        if (PyStatus_Exception(Py_NewInterpreterFromConfig(&sub, &cfg)))
+            sub = NULL;
+    } else
+#endif
+    {
+        (void)own_gil;
+        sub = Py_NewInterpreter();
+    }
+    if (!sub) {
+        say("main: could not create a sub-interpreter");
+        exit(3);
+    }
+    set_marker(marker);
+    return sub;
+}
+
+/* Move the calling thread from the state it holds to t (GILs may differ). */
+static void switch_to(PyThreadState *t)
+{
+    PyEval_SaveThread();
+    PyEval_RestoreThread(t);
+}
+
+/* Py_EndInterpreter returns with no thread state but, when sub shared
+ * main's GIL, still holding it. */
+static void end_sub(PyThreadState *sub, int own_gil)
+{
+    switch_to(sub);
+    say("main: Py_EndInterpreter");
+    Py_EndInterpreter(sub);
+    if (own_gil)
+        PyEval_RestoreThread(main_ts);
+    else
+        PyThreadState_Swap(main_ts);
+    say("main: the interpreter ended");
+}
+
+#ifdef WITH_GILSHIM
+static const char *err_name(int e)
+{
+    static const char *const names[] = {"GILSHIM_OK", "GILSHIM_ENOPYTHON", "GILSHIM_EINVAL",
+                                        "GILSHIM_ESTALE", "GILSHIM_EGONE", "GILSHIM_EFINALIZING",
+                                        "GILSHIM_ENOMEM", "GILSHIM_EORDER", "GILSHIM_ETHREAD"};
+    return e >= 0 && e <= GILSHIM_ETHREAD ? names[e] : "?";
+}
+
+static void try_view(const char *who, const char *what, gilshim_view v)
+{
+    gilshim_token *t = gilshim_ensure(v);
+    if (t) {
+        say("%s: gilshim_ensure on %s: a token, ran in %s", who, what, python_call());
+        gilshim_release(t);
+    } else {
+        say("%s: gilshim_ensure on %s: NULL (%s)", who, what, err_name(gilshim_last_error()));
+    }
+}
+
+static void say_stats(const char *who)
+{
+    gilshim_stats st;
+    gilshim_get_stats(&st, sizeof st);
+    say("%s: gilshim holds %zu thread record(s), %zu row(s), %zu bytes", who, st.threads,
+        st.rows, st.bytes);
+}
+#endif
+
+/* --- after_finalize: a foreign thread calls in after Py_FinalizeEx --- */
+
+static _Atomic int af_stage;
+
+static void *af_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    python_call();
+    PyGILState_Release(g);
+    atomic_store(&af_stage, 1);
+    wait_for(&af_stage, 2);
+    say("thread: PyGILState_Ensure after Py_FinalizeEx");
+    g = PyGILState_Ensure();
+    say("thread: PyGILState_Ensure returned");
+    PyGILState_Release(g);
+    say("thread: released");
+    return NULL;
+}
+
+static int after_finalize(void)
+{
+    start("main");
+#ifdef WITH_GILSHIM
+    gilshim_view v = gilshim_view_main();
+#endif
+    pthread_t th;
+    pthread_create(&th, NULL, af_thread, NULL);
+    wait_released(&af_stage, 1);
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned");
+#ifdef WITH_GILSHIM
+    try_view("main", "the finalized main interpreter", v);
+#endif
+    atomic_store(&af_stage, 2);
+    say(join_within(th, 1000) ? "main: the thread is still blocked" : "main: the thread ended");
+    say("main: exit");
+    return 0;
+}
+
+/* --- finalize_busy: foreign threads call in while the runtime finalizes --- */
+
+#define NWORKERS 4
+
+struct worker {
+    pthread_t th;
+    _Atomic long attempts, entered, left;
+};
+static struct worker workers[NWORKERS];
+
+static void *busy_worker(void *p)
+{
+    struct worker *w = p;
+    for (;;) {
+        atomic_fetch_add(&w->attempts, 1);
+        PyGILState_STATE g = PyGILState_Ensure();
+        atomic_fetch_add(&w->entered, 1);
+        python_call();
+        PyGILState_Release(g);
+        atomic_fetch_add(&w->left, 1);
+    }
+    return NULL;
+}
+
+static int finalize_busy(void)
+{
+    start("main");
+    for (int i = 0; i < NWORKERS; i++)
+        pthread_create(&workers[i].th, NULL, busy_worker, &workers[i]);
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < NWORKERS; i++)
+        while (atomic_load(&workers[i].left) < 20)
+            sleep_ms(1);
+    Py_END_ALLOW_THREADS
+    say("main: Py_FinalizeEx with %d threads calling in", NWORKERS);
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned");
+    long before[NWORKERS];
+    for (int i = 0; i < NWORKERS; i++)
+        before[i] = atomic_load(&workers[i].attempts);
+    sleep_ms(300);
+    int killed = 0, parked = 0, running = 0, lost = 0;
+    long entered = 0, left = 0;
+    for (int i = 0; i < NWORKERS; i++) {
+        struct worker *w = &workers[i];
+        entered += atomic_load(&w->entered);
+        left += atomic_load(&w->left);
+        if (pthread_tryjoin_np(w->th, NULL) == 0)
+            killed++;  /* the loop never ends on its own */
+        else if (atomic_load(&w->attempts) != before[i])
+            running++;
+        else if (atomic_load(&w->entered) != atomic_load(&w->left))
+            lost++;    /* stuck inside a callback */
+        else
+            parked++;  /* blocked inside PyGILState_Ensure */
+    }
+    say("main: workers killed=%d parked=%d running=%d stuck-in-callback=%d", killed, parked,
+        running, lost);
+    say("main: callbacks entered=%ld left=%ld", entered, left);
+    say("main: exit");
+    return 0;
+}
+
+/* --- end_cached / end_inflight: Py_EndInterpreter while a foreign thread
+ * keeps a thread state of that interpreter (idle, or in a callback) --- */
+
+static PyInterpreterState *ec_interp;
+static _Atomic int ec_stage;
+static int ec_inflight;
+#ifdef WITH_GILSHIM
+static gilshim_view ec_view;
+#endif
+
+static void ec_callback(void)
+{
+    say("thread: callback runs in %s", python_call());
+    if (ec_inflight) {
+        atomic_store(&ec_stage, 1);
+        /* Python code that blocks: the GIL is released meanwhile */
+        if (PyRun_SimpleString("import time; time.sleep(0.3)"))
+            abort();
+        say("thread: callback finished");
+    }
+}
+
+static void *ec_thread(void *unused)
+{
+    (void)unused;
+#ifdef WITH_GILSHIM
+    /* the interposed PyGILState_Ensure, told which interpreter is ours */
+    gilshim_bind_thread(ec_view);
+    PyGILState_STATE g = PyGILState_Ensure();
+    ec_callback();
+    PyGILState_Release(g);
+#else
+    /* What a per-thread cache without gilshim's exit hook does: one thread
+     * state kept for the thread's life (cffi keeps one like this). */
+    PyThreadState *ts = PyThreadState_New(ec_interp);
+    PyEval_RestoreThread(ts);
+    ec_callback();
+    PyEval_SaveThread();
+#endif
+    atomic_store(&ec_stage, 2);
+    wait_for(&ec_stage, 3);
+#ifdef WITH_GILSHIM
+    try_view("thread", "the ended interpreter", ec_view);
+#endif
+    return NULL;
+}
+
+static int end_with_thread_state(int own_gil, int inflight)
+{
+    ec_inflight = inflight;
+    start("main");
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    ec_interp = PyThreadState_GetInterpreter(sub);
+#ifdef WITH_GILSHIM
+    ec_view = gilshim_view_current();
+#endif
+    switch_to(main_ts);
+    pthread_t th;
+    pthread_create(&th, NULL, ec_thread, NULL);
+    wait_released(&ec_stage, inflight ? 1 : 2);
+    end_sub(sub, own_gil);
+    atomic_store(&ec_stage, 3);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
+/* --- reinit: Py_FinalizeEx, Py_Initialize again; old views stay invalid --- */
+
+static _Atomic int ri_cmd, ri_done;
+
+static void *ri_thread(void *unused)
+{
+    (void)unused;
+    for (int n = 1; n <= 2; n++) {
+        wait_for(&ri_cmd, n);
+        PyGILState_STATE g = PyGILState_Ensure();
+        say("thread: callback %d runs in %s", n, python_call());
+        PyGILState_Release(g);
+        atomic_store(&ri_done, n);
+    }
+    return NULL;
+}
+
+static int reinit(void)
+{
+    start("first runtime");
+#ifdef WITH_GILSHIM
+    gilshim_view first = gilshim_view_main();
+#endif
+    pthread_t th;
+    pthread_create(&th, NULL, ri_thread, NULL);
+    atomic_store(&ri_cmd, 1);
+    wait_released(&ri_done, 1);
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned; Py_Initialize again");
+    start("second runtime");
+    atomic_store(&ri_cmd, 2);
+    wait_released(&ri_done, 2);
+#ifdef WITH_GILSHIM
+    try_view("main", "the first runtime's main interpreter", first);
+    Py_BEGIN_ALLOW_THREADS
+    try_view("main", "the second runtime's main interpreter", gilshim_view_main());
+    Py_END_ALLOW_THREADS
+#endif
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
+/* --- thread_exit: a thread with cached states in three interpreters, one
+ * of which has ended, exits --- */
+
+static int count_thread_states(PyInterpreterState *ip)
+{
+    int n = 0;
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(ip); t; t = PyThreadState_Next(t))
+        n++;
+    return n;
+}
+
+#ifdef WITH_GILSHIM
+static gilshim_view te_views[3];
+#endif
+static _Atomic int te_stage;
+
+static void *te_thread(void *unused)
+{
+    (void)unused;
+#ifdef WITH_GILSHIM
+    for (int i = 0; i < 3; i++)
+        try_view("thread", i == 0 ? "main" : i == 1 ? "sub1" : "sub2", te_views[i]);
+#else
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("thread: callback runs in %s", python_call());
+    PyGILState_Release(g);
+#endif
+    atomic_store(&te_stage, 1);
+    wait_for(&te_stage, 2);
+    return NULL;  /* and the thread exits */
+}
+
+static int thread_exit(void)
+{
+    start("main");
+    PyThreadState *s1 = new_sub(0, "sub1");
+    PyInterpreterState *i1 = PyThreadState_GetInterpreter(s1);
+    PyThreadState *s2 = new_sub(0, "sub2");
+    PyInterpreterState *i0 = PyThreadState_GetInterpreter(main_ts);
+#ifdef WITH_GILSHIM
+    te_views[2] = gilshim_view_current();
+    switch_to(s1);
+    te_views[1] = gilshim_view_current();
+    switch_to(main_ts);
+    te_views[0] = gilshim_view_current();
+#else
+    switch_to(main_ts);
+#endif
+    int main_before = count_thread_states(i0), sub1_before = count_thread_states(i1);
+    pthread_t th;
+    pthread_create(&th, NULL, te_thread, NULL);
+    wait_released(&te_stage, 1);
+    say("main: while the thread lives: main +%d, sub1 +%d thread state(s)",
+        count_thread_states(i0) - main_before, count_thread_states(i1) - sub1_before);
+    end_sub(s2, 0);
+    atomic_store(&te_stage, 2);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    say("main: after the thread exited: main +%d, sub1 +%d thread state(s)",
+        count_thread_states(i0) - main_before, count_thread_states(i1) - sub1_before);
+#ifdef WITH_GILSHIM
+    say_stats("main");
+#endif
+    end_sub(s1, 0);
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
+/* --- fork: the child keeps working, with only its own thread's state --- */
+
+static _Atomic int fk_stage;
+#ifdef WITH_GILSHIM
+static gilshim_view fk_sub;
+#endif
+
+static void *fk_parent_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    python_call();
+    PyGILState_Release(g);
+#ifdef WITH_GILSHIM
+    try_view("parent thread", "the sub-interpreter", fk_sub);
+#endif
+    atomic_fetch_add(&fk_stage, 1);
+    wait_for(&fk_stage, 100);
+    return NULL;
+}
+
+static void *fk_child_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("child thread: callback runs in %s", python_call());
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static int fork_child(void)
+{
+    start("main");
+    PyThreadState *sub = new_sub(0, "sub");
+#ifdef WITH_GILSHIM
+    fk_sub = gilshim_view_current();
+#endif
+    switch_to(main_ts);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, fk_parent_thread, NULL);
+    wait_released(&fk_stage, 2);
+    /* Not with the sub-interpreter alive: stock PyOS_AfterFork_Child then
+     * deadlocks (3.9-3.11) or aborts (3.13) clearing it, shim or not. */
+    end_sub(sub, 0);
+#ifdef WITH_GILSHIM
+    say_stats("parent");
+#endif
+    PyOS_BeforeFork();
+    pid_t pid = fork();
+    if (pid == 0) {
+        PyOS_AfterFork_Child();
+#ifdef WITH_GILSHIM
+        say_stats("child");
+#endif
+        pthread_t c;
+        pthread_create(&c, NULL, fk_child_thread, NULL);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(c, NULL);
+        Py_END_ALLOW_THREADS
+#ifdef WITH_GILSHIM
+        say_stats("child after its thread exited");
+#endif
+        say("child: Py_FinalizeEx returned %d", Py_FinalizeEx());
+        fflush(stdout);
+        _exit(0);
+    }
+    PyOS_AfterFork_Parent();
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    waitpid(pid, &status, 0);
+    Py_END_ALLOW_THREADS
+    if (WIFEXITED(status))
+        say("parent: the child exited with %d", WEXITSTATUS(status));
+    else
+        say("parent: the child was killed by signal %d", WTERMSIG(status));
+    atomic_store(&fk_stage, 100);
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    Py_END_ALLOW_THREADS
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
+/* --- unbalanced: a thread exits inside PyGILState_Ensure --- */
+
+static void *ub_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_Ensure();
+    python_call();
+    say("thread: exits without PyGILState_Release");
+    return NULL;
+}
+
+static int unbalanced(void)
+{
+    start("main");
+    pthread_t th;
+    pthread_create(&th, NULL, ub_thread, NULL);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    say("main: has the GIL back");
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = argc > 1 ? argv[1] : "";
+    int own = argc > 2 && !strcmp(argv[2], "own");
+    if (own && !HAVE_OWN_GIL) {
+        say("own-GIL interpreters need CPython 3.12+");
+        return 77;
+    }
+    /* a scenario that hangs is a finding, not a stuck test run */
+    alarm(20);
+    if (!strcmp(name, "after_finalize"))
+        return after_finalize();
+    if (!strcmp(name, "finalize_busy"))
+        return finalize_busy();
+    if (!strcmp(name, "end_cached"))
+        return end_with_thread_state(own, 0);
+    if (!strcmp(name, "end_inflight"))
+        return end_with_thread_state(own, 1);
+    if (!strcmp(name, "reinit"))
+        return reinit();
+    if (!strcmp(name, "thread_exit"))
+        return thread_exit();
+    if (!strcmp(name, "fork"))
+        return fork_child();
+    if (!strcmp(name, "unbalanced"))
+        return unbalanced();
+    fprintf(stderr, "usage: %s after_finalize|finalize_busy|end_cached [own]|end_inflight [own]|"
+            "reinit|thread_exit|fork|unbalanced\n", argv[0]);
+    return 2;
+}

@@ -1,0 +1,323 @@
+/*
+ * Lifecycle tests: each runs tests/lifecycle/scenario.c twice, as stock
+ * CPython (scenario-stock-TAG) and with gilshim (scenario-shim-TAG), and
+ * asserts both outcomes, so every test shows the difference.
+ *
+ * tests/run-lifecycle.sh builds the scenarios for each CPython and runs
+ * this with GILSHIM_SCENARIOS=build/scenario-%s-TAG in the environment.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct outcome {
+    int exited, code;      /* exited normally, with code */
+    int signal;            /* killed by this signal */
+    int hung;              /* still running at the deadline: killed */
+    char out[16384], err[16384];
+};
+
+static void slurp(const char *path, char *buf, size_t len)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    unlink(path);
+}
+
+/* Run "scenario-KIND-TAG NAME [ARG]" with extra "VAR=value" settings. */
+static struct outcome *run(const char *kind, const char *name, const char *arg,
+                           const char *const *env_add, long deadline_ms)
+{
+    const char *pattern = getenv("GILSHIM_SCENARIOS");
+    cr_assert(pattern, "run through tests/run-lifecycle.sh (GILSHIM_SCENARIOS unset)");
+    char bin[512], out[64], err[64];
+    snprintf(bin, sizeof bin, pattern, kind);
+    snprintf(out, sizeof out, "/tmp/gilshim-lc-%d.out", (int)getpid());
+    snprintf(err, sizeof err, "/tmp/gilshim-lc-%d.err", (int)getpid());
+
+    char *envp[256];
+    size_t n = 0;
+    for (const char *const *e = env_add; e && *e; e++)
+        envp[n++] = (char *)*e;
+    for (char **e = environ; *e && n < 254; e++)
+        if (strncmp(*e, "GILSHIM_", 8) || !strncmp(*e, "GILSHIM_SCENARIOS=", 18))
+            envp[n++] = *e;  /* the scenario's settings are the test's alone */
+    envp[n] = NULL;
+
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    char *argv[] = {bin, (char *)name, (char *)arg, NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, bin, &fa, NULL, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(rc, 0, "spawn %s: %s", bin, strerror(rc));
+
+    struct outcome *o = calloc(1, sizeof *o);
+    int status = 0;
+    for (long waited = 0;; waited += 10) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        if (waited >= deadline_ms) {
+            o->hung = 1;
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!o->hung && WIFEXITED(status)) {
+        o->exited = 1;
+        o->code = WEXITSTATUS(status);
+    } else if (!o->hung) {
+        o->signal = WTERMSIG(status);
+    }
+    slurp(out, o->out, sizeof o->out);
+    slurp(err, o->err, sizeof o->err);
+    return o;
+}
+
+static const char *describe(const struct outcome *o)
+{
+    static char buf[64];
+    if (o->hung)
+        return "hung";
+    if (o->exited)
+        snprintf(buf, sizeof buf, "exit %d", o->code);
+    else
+        snprintf(buf, sizeof buf, "signal %d (%s)", o->signal, strsignal(o->signal));
+    return buf;
+}
+
+#define SHOW(o) "%s\n--- stdout\n%s--- stderr\n%s", describe(o), (o)->out, (o)->err
+
+static int has(const char *text, const char *needle) { return strstr(text, needle) != NULL; }
+
+static void clean_exit(const struct outcome *o)
+{
+    cr_assert(o->exited && o->code == 0, "gilshim: expected exit 0, got " SHOW(o));
+}
+
+static int own_gil_available(void)
+{
+    struct outcome *o = run("shim", "end_cached", "own", NULL, 20000);
+    int ok = !(o->exited && o->code == 77);
+    free(o);
+    return ok;
+}
+
+TestSuite(lifecycle, .timeout = 120);
+
+/* --- runtime finalization --- */
+
+Test(lifecycle, ensure_after_finalize_parks_instead_of_crashing)
+{
+    struct outcome *s = run("stock", "after_finalize", NULL, NULL, 20000);
+    cr_assert(s->signal == SIGSEGV, "stock: expected a segfault, got " SHOW(s));
+    struct outcome *g = run("shim", "after_finalize", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: PyGILState_Ensure after Py_FinalizeEx\n"), SHOW(g));
+    cr_assert(!has(g->out, "PyGILState_Ensure returned"), "park: Ensure must not return " SHOW(g));
+    cr_assert(has(g->out, "main: the thread is still blocked"), SHOW(g));
+    cr_assert(has(g->out, "gilshim_ensure on the finalized main interpreter: NULL (GILSHIM_ENOPYTHON)"),
+              SHOW(g));
+    cr_assert(has(g->err, "PyGILState_Ensure after Py_FinalizeEx (at scenario-shim-"),
+              "the message names the call site: " SHOW(g));
+    cr_assert(has(g->err, "GILSHIM_ON_FINALIZE=park"), SHOW(g));
+}
+
+Test(lifecycle, ensure_after_finalize_exit_policy_ends_the_thread)
+{
+    const char *env[] = {"GILSHIM_ON_FINALIZE=exit", NULL};
+    struct outcome *g = run("shim", "after_finalize", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(!has(g->out, "PyGILState_Ensure returned"), SHOW(g));
+    cr_assert(has(g->out, "main: the thread ended"), SHOW(g));
+}
+
+Test(lifecycle, ensure_after_finalize_abort_policy_names_the_call_site)
+{
+    const char *env[] = {"GILSHIM_ON_FINALIZE=abort", NULL};
+    struct outcome *g = run("shim", "after_finalize", NULL, env, 20000);
+    cr_assert(g->signal == SIGABRT, "expected abort, got " SHOW(g));
+    cr_assert(has(g->err, "PyGILState_Ensure after Py_FinalizeEx (at scenario-shim-"), SHOW(g));
+    cr_assert(has(g->err, "GILSHIM_ON_FINALIZE=abort"), SHOW(g));
+}
+
+/* Four foreign threads loop Ensure + Python + Release while main finalizes:
+ * stock kills them with pthread_exit or crashes; gilshim lets callbacks in
+ * flight finish, then parks every thread at its next Ensure. */
+static void parse_busy(const struct outcome *o, int *killed, int *parked, long *in, long *out)
+{
+    const char *w = strstr(o->out, "main: workers killed=");
+    const char *c = strstr(o->out, "main: callbacks entered=");
+    int running = -1, lost = -1;
+    cr_assert(w && c, SHOW(o));
+    cr_assert_eq(sscanf(w, "main: workers killed=%d parked=%d running=%d stuck-in-callback=%d",
+                        killed, parked, &running, &lost), 4, SHOW(o));
+    cr_assert_eq(sscanf(c, "main: callbacks entered=%ld left=%ld", in, out), 2, SHOW(o));
+    cr_assert_eq(running, 0, "no thread may run Python after Py_FinalizeEx " SHOW(o));
+    cr_assert_eq(lost, 0, "no callback may be cut off " SHOW(o));
+}
+
+Test(lifecycle, threads_calling_in_while_the_runtime_finalizes)
+{
+    int killed, parked;
+    long in, out;
+    struct outcome *s = run("stock", "finalize_busy", NULL, NULL, 20000);
+    if (s->exited) {
+        cr_assert(has(s->out, "main: workers killed="), SHOW(s));
+        cr_assert(!has(s->out, "main: workers killed=0 "),
+                  "stock: expected threads killed by pthread_exit, got " SHOW(s));
+    } else {
+        cr_assert(s->signal == SIGSEGV || s->signal == SIGABRT,
+                  "stock: expected killed threads or a crash, got " SHOW(s));
+    }
+    struct outcome *g = run("shim", "finalize_busy", NULL, NULL, 20000);
+    clean_exit(g);
+    parse_busy(g, &killed, &parked, &in, &out);
+    cr_assert_eq(killed, 0, SHOW(g));
+    cr_assert_eq(parked, 4, SHOW(g));
+    cr_assert_eq(in, out, "count in = count out " SHOW(g));
+    cr_assert_gt(in, 0);
+}
+
+Test(lifecycle, threads_calling_in_while_the_runtime_finalizes_exit_policy)
+{
+    int killed, parked;
+    long in, out;
+    const char *env[] = {"GILSHIM_ON_FINALIZE=exit", NULL};
+    struct outcome *g = run("shim", "finalize_busy", NULL, env, 20000);
+    clean_exit(g);
+    parse_busy(g, &killed, &parked, &in, &out);
+    cr_assert_eq(killed, 4, SHOW(g));
+    cr_assert_eq(in, out, "count in = count out " SHOW(g));
+}
+
+/* --- interpreter end --- */
+
+static void end_interpreter(const char *name, const char *arg)
+{
+    struct outcome *s = run("stock", name, arg, NULL, 20000);
+    cr_assert(s->signal == SIGABRT && has(s->err, "not the last thread"),
+              "stock: expected Py_EndInterpreter's fatal error, got " SHOW(s));
+    struct outcome *g = run("shim", name, arg, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: callback runs in sub\n"), SHOW(g));
+    cr_assert(has(g->out, "main: the interpreter ended\n"), SHOW(g));
+    cr_assert(has(g->out, "thread: gilshim_ensure on the ended interpreter: NULL (GILSHIM_EGONE)"),
+              SHOW(g));
+    if (!strcmp(name, "end_inflight")) {
+        const char *fin = strstr(g->out, "thread: callback finished");
+        const char *end = strstr(g->out, "main: the interpreter ended");
+        cr_assert(fin && end && fin < end, "the callback in flight finishes first " SHOW(g));
+    }
+}
+
+Test(lifecycle, end_interpreter_with_a_cached_thread_state) { end_interpreter("end_cached", NULL); }
+Test(lifecycle, end_interpreter_with_a_callback_in_flight) { end_interpreter("end_inflight", NULL); }
+
+Test(lifecycle, end_own_gil_interpreter_with_a_cached_thread_state)
+{
+    if (!own_gil_available())
+        cr_skip_test("own-GIL interpreters need CPython 3.12+");
+    end_interpreter("end_cached", "own");
+}
+
+Test(lifecycle, end_own_gil_interpreter_with_a_callback_in_flight)
+{
+    if (!own_gil_available())
+        cr_skip_test("own-GIL interpreters need CPython 3.12+");
+    end_interpreter("end_inflight", "own");
+}
+
+/* The drain is bounded: a callback that outlives GILSHIM_DRAIN_MS is
+ * reported, and Py_EndInterpreter then fails as stock's does. */
+Test(lifecycle, drain_gives_up_after_GILSHIM_DRAIN_MS)
+{
+    const char *env[] = {"GILSHIM_DRAIN_MS=50", NULL};
+    struct outcome *g = run("shim", "end_inflight", NULL, env, 20000);
+    cr_assert(g->signal == SIGABRT && has(g->err, "not the last thread"), SHOW(g));
+    cr_assert(has(g->err, "callback(s) still running after GILSHIM_DRAIN_MS=50"), SHOW(g));
+}
+
+/* --- Py_Initialize again --- */
+
+Test(lifecycle, reinitialized_runtime_works_and_old_views_stay_invalid)
+{
+    struct outcome *s = run("stock", "reinit", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, SHOW(s));
+    struct outcome *g = run("shim", "reinit", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: callback 1 runs in first runtime\n"), SHOW(g));
+    cr_assert(has(g->out, "thread: callback 2 runs in second runtime\n"), SHOW(g));
+    cr_assert(has(g->out, "on the first runtime's main interpreter: NULL (GILSHIM_ESTALE)"), SHOW(g));
+    cr_assert(has(g->out, "on the second runtime's main interpreter: a token, ran in second runtime"),
+              SHOW(g));
+}
+
+/* --- thread exit --- */
+
+Test(lifecycle, thread_exit_deletes_its_states_in_live_interpreters_only)
+{
+    struct outcome *s = run("stock", "thread_exit", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, SHOW(s));
+    struct outcome *g = run("shim", "thread_exit", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: gilshim_ensure on sub2: a token, ran in sub2"), SHOW(g));
+    cr_assert(has(g->out, "while the thread lives: main +1, sub1 +1 thread state(s)"),
+              "one cached state per interpreter " SHOW(g));
+    cr_assert(has(g->out, "after the thread exited: main +0, sub1 +0 thread state(s)"), SHOW(g));
+    cr_assert(has(g->out, "main: gilshim holds 1 thread record(s), 0 row(s)"),
+              "only main's record is left " SHOW(g));
+}
+
+/* --- fork --- */
+
+Test(lifecycle, fork_child_keeps_working_with_only_its_own_thread)
+{
+    struct outcome *s = run("stock", "fork", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0 && has(s->out, "parent: the child exited with 0"), SHOW(s));
+    struct outcome *g = run("shim", "fork", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "parent: gilshim holds 3 thread record(s)"), SHOW(g));
+    cr_assert(has(g->out, "child: gilshim holds 1 thread record(s), 0 row(s)"), SHOW(g));
+    cr_assert(has(g->out, "child thread: callback runs in main"), SHOW(g));
+    cr_assert(has(g->out, "child after its thread exited: gilshim holds 1 thread record(s), 0 row(s)"),
+              SHOW(g));
+    cr_assert(has(g->out, "child: Py_FinalizeEx returned 0"), SHOW(g));
+    cr_assert(has(g->out, "parent: the child exited with 0"), SHOW(g));
+}
+
+/* --- bad input --- */
+
+Test(lifecycle, thread_exiting_inside_ensure_gives_the_gil_back)
+{
+    struct outcome *s = run("stock", "unbalanced", NULL, NULL, 3000);
+    cr_assert(s->hung, "stock: the dead thread keeps the GIL forever; got " SHOW(s));
+    struct outcome *g = run("shim", "unbalanced", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "main: has the GIL back"), SHOW(g));
+    cr_assert(has(g->err, "thread exits with 1 PyGILState_Ensure/gilshim_ensure still open "
+                          "(innermost at scenario-shim-"),
+              SHOW(g));
+}

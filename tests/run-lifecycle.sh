@@ -1,0 +1,23 @@
+#!/bin/sh
+# Build tests/lifecycle/scenario.c twice per CPython in tests/pythons.sh,
+# stock and with gilshim, and run the lifecycle tests against each pair.
+set -eu
+cd "$(dirname "$0")/.."
+. tests/pythons.sh
+[ -n "$PYTHONS" ] || { echo "run-lifecycle: no CPython 3.9-3.13 with python3-config found" >&2; exit 1; }
+warn="-Wall -Wextra ${WERROR:+-Werror}"
+cc -std=c11 -O1 -g $warn tests/lifecycle/test_lifecycle.c -o build/test_lifecycle -lcriterion
+status=0
+for cfg in $PYTHONS; do
+    ver=$("${cfg%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    case $cfg in /usr/*) tag=$ver-system ;; *) tag=$ver ;; esac
+    flags="-std=c11 -O1 -g $warn -Iinclude $($cfg --includes)"
+    libs="$($cfg --ldflags --embed) -pthread"
+    cc $flags tests/lifecycle/scenario.c -o build/scenario-stock-$tag $libs
+    # libgilshim ahead of libpython, as under LD_PRELOAD
+    cc $flags -DWITH_GILSHIM tests/lifecycle/scenario.c -o build/scenario-shim-$tag \
+        -Lbuild -Wl,-rpath,"$PWD/build" -lgilshim $libs
+    echo "== lifecycle tests, CPython $tag"
+    GILSHIM_SCENARIOS=build/scenario-%s-$tag build/test_lifecycle --jobs 2 || status=1
+done
+exit $status
