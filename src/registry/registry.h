@@ -112,7 +112,7 @@ struct gs_thread {
     /* interpreters whose exit hook should be placed the next time this
      * thread is attached to them (it learnt of them while detached) */
     struct gs_interp *pending_hook;
-    /* a tstate deleted by another thread that may still sit in this
+    /* a tstate deleted (or about to be) by another thread that may sit in this
      * thread's CPython TSS slot; cleared by this thread on its next call */
     _Atomic(void *) stale_tss;
     int in_teardown;

@@ -89,17 +89,16 @@ GS_EXPORT int PyGILState_Check(void);
 GS_EXPORT void *PyEval_SaveThread(void);
 GS_EXPORT void PyEval_RestoreThread(void *tstate);
 
+/* <= 3.11: whether t, the process-wide current tstate, is this thread's. */
+GS_HIDDEN PyThreadState *gs_attached_shared(PyThreadState *t);
+
 /* The tstate attached on the calling OS thread, or NULL. On <= 3.11 the
- * "current" tstate is process-wide (one GIL), so it is ours only if its
- * thread_id is this thread. */
+ * "current" tstate is process-wide (one GIL): see gs_attached_shared. */
 static inline PyThreadState *gs_py_attached(void)
 {
     PyThreadState *t = py.UncheckedGet();
-    if (t && py.thread_id_offset) {
-        unsigned long owner = *(const unsigned long *)((const char *)t + py.thread_id_offset);
-        if (owner != gs_self_ident())
-            return NULL;
-    }
+    if (t && py.thread_id_offset)
+        return gs_attached_shared(t);
     return t;
 }
 

@@ -50,6 +50,12 @@ struct start {
     struct gs_interp *owner;
 };
 
+/* Not instrumented under -fsanitize=thread: when TSan's own pthread_create
+ * interceptor calls this one, the new thread runs this code before TSan's
+ * start routine (s.fn) has set the thread up. */
+#if defined(__SANITIZE_THREAD__)
+__attribute__((no_sanitize("thread")))
+#endif
 static void *trampoline(void *p)
 {
     struct start s = *(struct start *)p;

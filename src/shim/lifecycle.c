@@ -54,6 +54,13 @@ static void discover_tss_key(void)
     }
 }
 
+void gs_unbind_tss(PyThreadState *t)
+{
+    if (atomic_load_explicit(&g_tss_key_state, memory_order_relaxed) == 1 &&
+        pthread_getspecific(g_tss_key) == (void *)t)
+        pthread_setspecific(g_tss_key, NULL);
+}
+
 void gs_fix_stale_tss(struct gs_thread *self)
 {
     atomic_store(&self->stale_tss, NULL);
@@ -68,7 +75,7 @@ void gs_fix_stale_tss(struct gs_thread *self)
     gs_row_prune(self);
 }
 
-void gs_delete_foreign_tstate(struct gs_thread *owner, PyThreadState *t)
+void gs_delete_foreign_tstate(PyThreadState *t)
 {
     int have_key = atomic_load(&g_tss_key_state) == 1;
     void *saved = have_key ? pthread_getspecific(g_tss_key) : NULL;
@@ -76,20 +83,19 @@ void gs_delete_foreign_tstate(struct gs_thread *owner, PyThreadState *t)
     py.ThreadState_Delete(t);
     if (have_key && saved != (void *)t && pthread_getspecific(g_tss_key) != saved)
         pthread_setspecific(g_tss_key, saved);
-    if (owner)
-        atomic_store(&owner->stale_tss, (void *)t);
 }
 
 /* --- the sweep of one ending interpreter --- */
 
 struct sweep {
     PyThreadState *self_tstate;
-    struct gs_thread *owners[64];
     PyThreadState *victims[64];
     size_t n;
     size_t busy;
 };
 
+/* Under the registry lock, the only time the owner's record is known to
+ * exist: it may exit (and free it) once the lock is dropped. */
 static int collect(struct gs_thread *t, struct gs_row *r, void *arg)
 {
     struct sweep *s = arg;
@@ -98,8 +104,11 @@ static int collect(struct gs_thread *t, struct gs_row *r, void *arg)
     int idle = GS_ROW_IDLE;
     if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD)) {
         if (r->tstate) {
-            s->owners[s->n] = t;
             s->victims[s->n++] = r->tstate;
+            /* The owner's CPython TSS slot may hold this state: it clears
+             * the slot on its next call (after the delete or before it,
+             * either is fine: the row is DEAD and never attached again). */
+            atomic_store(&t->stale_tss, r->tstate);
         }
     } else if (idle == GS_ROW_BUSY) {
         s->busy++;
@@ -124,8 +133,7 @@ static void sweep(struct gs_interp *in)
         struct sweep s = {.self_tstate = py.UncheckedGet()};
         gs_rows_of_interp(in, collect, &s);
         for (size_t i = 0; i < s.n; i++)
-            gs_delete_foreign_tstate(s.owners[i] == gs_thread_peek() ? NULL : s.owners[i],
-                                     s.victims[i]);
+            gs_delete_foreign_tstate(s.victims[i]);
         deleted += s.n;
         if (s.n == 64)
             continue;

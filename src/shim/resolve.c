@@ -16,6 +16,28 @@ static _Atomic int g_state = GS_PY_UNKNOWN;
 
 unsigned long gs_self_ident(void) { return (unsigned long)pthread_self(); }
 
+/* The thread_id word of t, read while another thread may be freeing t: a
+ * deliberate race, like a seqlock reader's, made harmless by the caller's
+ * re-check. Not instrumented, so sanitizers judge the rest of the shim. */
+__attribute__((no_sanitize("address", "thread"), noinline))
+static unsigned long racy_owner(const PyThreadState *t)
+{
+    return *(const volatile unsigned long *)((const char *)t + py.thread_id_offset);
+}
+
+PyThreadState *gs_attached_shared(PyThreadState *t)
+{
+    /* The thread's CPython-bound state: stock's own test, no dereference. */
+    if (t == py.GILState_GetThisThreadState())
+        return t;
+    /* Otherwise t may be another thread's, which that thread can delete at
+     * any moment. If t is ours, no other thread can change the current
+     * tstate while we read; if it changed, t was not ours. */
+    if (racy_owner(t) != gs_self_ident() || py.UncheckedGet() != t)
+        return NULL;
+    return t;
+}
+
 static int in_self(void *p)
 {
     Dl_info me, it;

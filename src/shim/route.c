@@ -128,6 +128,11 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
 void gs_row_detach(struct gs_row *r)
 {
     py.SaveThread();
+    /* 3.12+ binds the gilstate TSS slot to the last attached tstate and,
+     * on the next attach, writes through the old binding. An idle row may
+     * be deleted by an interpreter end at any moment: unbind it now. */
+    if (py.minor >= 12)
+        gs_unbind_tss(r->tstate);
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
@@ -153,7 +158,9 @@ const char *gs_rule_name(int rule)
     return rule >= 0 && rule <= GS_RULE_MAIN ? names[rule] : "?";
 }
 
-static int g_runtime_seen;
+/* A runtime was initialized once: an Ensure with none now comes after
+ * Py_FinalizeEx, not before Py_Initialize. */
+static _Atomic int g_runtime_seen;
 
 int gs_ensure(const void *caller)
 {
@@ -164,11 +171,12 @@ int gs_ensure(const void *caller)
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
     if (__builtin_expect(!py.IsInitialized(), 0)) {
-        if (g_runtime_seen)
+        if (atomic_load_explicit(&g_runtime_seen, memory_order_relaxed))
             gs_fail_safe("PyGILState_Ensure after Py_FinalizeEx", caller);
         return py.GILState_Ensure();
     }
-    g_runtime_seen = 1;
+    if (__builtin_expect(!atomic_load_explicit(&g_runtime_seen, memory_order_relaxed), 0))
+        atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
     struct gs_thread *self = gs_thread_self();
     if (!self)
         gs_fail_safe("out of memory for the thread record", caller);

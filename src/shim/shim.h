@@ -47,6 +47,8 @@ GS_HIDDEN struct gs_interp *gs_main_interp(void);
 GS_HIDDEN struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err);
 GS_HIDDEN void gs_row_detach(struct gs_row *r);
 GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
+/* Clear the calling thread's CPython TSS slot if it holds t (detached). */
+GS_HIDDEN void gs_unbind_tss(PyThreadState *t);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
 GS_HIDDEN extern __thread struct gs_interp *gs_tl_creator;
@@ -78,8 +80,9 @@ GS_HIDDEN void gs_place_exit_hook(struct gs_interp *in);
 /* The fail-safe path of PyGILState_Ensure (no error channel). */
 GS_HIDDEN void gs_fail_safe(const char *why, const void *caller) __attribute__((noreturn));
 GS_HIDDEN void gs_lifecycle_init(void);
-/* Delete a tstate owned by another (idle) thread, keeping both threads'
- * CPython TSS slots sane. Caller is attached to its interpreter. */
-GS_HIDDEN void gs_delete_foreign_tstate(struct gs_thread *owner, PyThreadState *t);
+/* Delete a tstate owned by another (idle) thread without disturbing the
+ * calling thread's CPython TSS slot (the owner's is repaired through its
+ * stale_tss mailbox). Caller is attached to the tstate's interpreter. */
+GS_HIDDEN void gs_delete_foreign_tstate(PyThreadState *t);
 
 #endif
