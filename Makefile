@@ -18,7 +18,7 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test unit embed e2e lifecycle legacy check demo clean install uninstall
+.PHONY: FORCE all test unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall
 all: $(LIB)
 FORCE:
 
@@ -47,6 +47,22 @@ e2e: $(LIB)
 lifecycle: $(LIB)
 	WERROR=$(WERROR) tests/run-lifecycle.sh
 
+# 32 foreign threads x 4 sub-interpreters + main while the interpreters are
+# ended and re-created and the runtime finalized (tests/stress/stress.c).
+# STRESS_SECONDS per CPython; make test runs 1 s of the plain build.
+STRESS_SECONDS ?= 10
+stress: $(LIB)
+	WERROR=$(WERROR) tests/run-stress.sh plain $(STRESS_SECONDS)
+asan:
+	WERROR=$(WERROR) tests/run-stress.sh asan $(STRESS_SECONDS)
+tsan:
+	WERROR=$(WERROR) tests/run-stress.sh tsan $(STRESS_SECONDS)
+valgrind: $(LIB)
+	WERROR=$(WERROR) tests/run-stress.sh valgrind $(STRESS_SECONDS)
+# All four, briefly: what CI runs after make test.
+sanitize:
+	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
+
 # The explicitly linked path: install into a scratch prefix, build the
 # example legacy extension with pkg-config, run it without LD_PRELOAD.
 legacy: $(LIB)
@@ -60,6 +76,7 @@ test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
 	$(MAKE) check unit embed lifecycle e2e legacy
+	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"
 
 demo: tools/deps.sh

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install what `make test` / `make demo` need and lack (Debian packages).
-#   tools/deps.sh test|demo
+# Install what `make test` / `make demo` / `make sanitize` need and lack
+# (Debian packages).
+#   tools/deps.sh test|demo|sanitize
 set -eu
 need=
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -10,8 +11,15 @@ case ${1:-test} in
     test) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
           command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config" ;;
+    sanitize) have_pkg libcriterion-dev || need="$need libcriterion-dev"
+          have_pkg python3-dev || need="$need python3-dev"
+          command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
+          # gcc's sanitizer runtimes
+          have_pkg libasan8 || need="$need libasan8"
+          have_pkg libtsan2 || need="$need libtsan2"
+          have_pkg libubsan1 || need="$need libubsan1" ;;
     demo) ;;
-    *) echo "usage: tools/deps.sh test|demo" >&2; exit 2 ;;
+    *) echo "usage: tools/deps.sh test|demo|sanitize" >&2; exit 2 ;;
 esac
 if [ -n "$need" ]; then
     if [ "$(id -u)" != 0 ]; then
