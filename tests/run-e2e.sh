@@ -71,6 +71,17 @@ for cfg in $PYTHONS; do
     expect "inject.sh --diagnose" "main 1" "$d $rep"
     clean=$(tools/inject.sh --diagnose "$py" tests/e2e/smoke.py "$lib" 2>&1)
     expect "--diagnose on a clean program" "ok" "$clean"
+    # --json: five callbacks from one call site; the log parses, matches the
+    # schema, and the summary counts five; a clean program logs nothing
+    json=build/e2e-json.$$
+    rm -f "$json"
+    d=$(tools/inject.sh --diagnose --json --log "$json" "$py" tests/e2e/probe.py ctypes-thread-x5 "$lib" | sed 's/.*: //')
+    chk=$("$py" tests/e2e/check_report.py "$json" 5 _ctypes 2>&1 | tr '\n' ' ')
+    expect "inject.sh --diagnose --json" "main ok " "$d $chk"
+    rm -f "$json"
+    tools/inject.sh --diagnose --json --log "$json" "$py" tests/e2e/smoke.py "$lib" >/dev/null 2>&1
+    expect "--diagnose --json on a clean program: empty log" "0" "$(cat "$json" 2>/dev/null | wc -l)"
+    rm -f "$json"
     rm -f build/e2e-diag.$$
     log=build/e2e-log.$$
     rm -f "$log"

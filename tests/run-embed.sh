@@ -26,7 +26,7 @@ for cfg in $PYTHONS; do
     GILSHIM_MODE=off "$bin" --filter 'mode_off/*' || status=1
     rm -f "$log"
     GILSHIM_LOG=$log GILSHIM_ON_FINALIZE=sometimes GILSHIM_MODE=sideways GILSHIM_DRAIN_MS=soon \
-        GILSHIM_LOG_LEVEL=loud GILSHIM_PATCH=maybe "$bin" --filter 'bogus_setting/*' || status=1
+        GILSHIM_LOG_LEVEL=loud GILSHIM_PATCH=maybe GILSHIM_LOG_FORMAT=yaml "$bin" --filter 'bogus_setting/*' || status=1
     rm -f "$log"
 done
 exit $status

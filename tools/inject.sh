@@ -4,6 +4,7 @@
 #   --diagnose            keep stock behaviour, report wrong-interpreter
 #                         callbacks                   (GILSHIM_MODE=diagnose)
 #   --log FILE            messages to FILE            (GILSHIM_LOG)
+#   --json                one JSON object per message (GILSHIM_LOG_FORMAT=json)
 #   --on-finalize POLICY  park | exit | abort         (GILSHIM_ON_FINALIZE)
 #   --check               run COMMAND (a Python) with a probe that prints the
 #                         shim's version, mode and redirection method
@@ -11,7 +12,7 @@
 # script, else libgilshim.so.0 from the system library path.
 set -eu
 me=inject.sh
-USAGE="usage: $me [--diagnose] [--log FILE] [--on-finalize park|exit|abort] [--check] [--] COMMAND [ARGS...]"
+USAGE="usage: $me [--diagnose] [--log FILE] [--json] [--on-finalize park|exit|abort] [--check] [--] COMMAND [ARGS...]"
 usage() { echo "$USAGE" >&2; exit 2; }
 
 check=
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
         -h|--help) echo "$USAGE"; exit 0 ;;
         --check) check=1; shift ;;
         --diagnose) GILSHIM_MODE=diagnose; export GILSHIM_MODE; shift ;;
+        --json) GILSHIM_LOG_FORMAT=json; export GILSHIM_LOG_FORMAT; shift ;;
         --log)
             [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: --log needs a file" >&2; usage; }
             GILSHIM_LOG=$2; export GILSHIM_LOG; shift 2 ;;

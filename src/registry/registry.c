@@ -379,6 +379,11 @@ void gs_frame_pop(struct gs_thread *t)
     }
 }
 
+struct gs_frame *gs_frame_at(struct gs_thread *t, size_t i)
+{
+    return t && i < t->depth ? frame_at(t, i, 0) : NULL;
+}
+
 int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx)
 {
     if (!t || !f)

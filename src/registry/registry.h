@@ -31,6 +31,7 @@ struct gs_interp {
     uint64_t generation;
     _Atomic int state;
     int hook_registered;       /* its exit hook is in place (under lock) */
+    _Atomic long in_flight;    /* diagnose mode: stock Ensures running in it */
     struct gs_interp *next;
 };
 
@@ -81,6 +82,7 @@ struct gs_frame {
     void *prev;             /* SWITCH: tstate to re-attach on release */
     struct gs_row *row;
     const void *caller;     /* return address of the Ensure call */
+    struct gs_interp *counted;  /* diagnose mode: whose in_flight it counts */
     unsigned long serial;   /* distinguishes reuses of the slot */
 };
 
@@ -171,6 +173,8 @@ GS_HIDDEN size_t gs_registry_bytes(void);
 GS_HIDDEN struct gs_frame *gs_frame_push(struct gs_thread *t);
 GS_HIDDEN struct gs_frame *gs_frame_top(struct gs_thread *t);
 GS_HIDDEN void gs_frame_pop(struct gs_thread *t);
+/* The open frame at depth index i (0: outermost), or NULL. */
+GS_HIDDEN struct gs_frame *gs_frame_at(struct gs_thread *t, size_t i);
 /* 1 if f is a live frame of t (a valid token); its depth index in *idx. */
 GS_HIDDEN int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx);
 

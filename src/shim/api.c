@@ -185,14 +185,14 @@ GS_EXPORT void gilshim_release(gilshim_token *token)
     }
     if (!gs_frame_lookup(self, f, &idx) || !f->explicit_api) {
         fail(GILSHIM_ETHREAD);
-        gs_log(GS_LOG_WARN, "gilshim_release(%p) at %s: %s", (void *)token,
+        gs_logx(GS_LOG_WARN, "token_misuse", NULL, "gilshim_release(%p) at %s: %s", (void *)token,
                gs_describe_addr(__builtin_return_address(0), where, sizeof where),
                error_text(GILSHIM_ETHREAD));
         return;
     }
     if (idx + 1 != self->depth) {
         fail(GILSHIM_EORDER);
-        gs_log(GS_LOG_WARN, "gilshim_release(%p) at %s: %s (%zu newer still open); ignored",
+        gs_logx(GS_LOG_WARN, "token_misuse", NULL, "gilshim_release(%p) at %s: %s (%zu newer still open); ignored",
                (void *)token, gs_describe_addr(__builtin_return_address(0), where, sizeof where),
                error_text(GILSHIM_EORDER), self->depth - idx - 1);
         return;

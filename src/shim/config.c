@@ -17,7 +17,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static struct gs_config g_cfg = {GS_MODE_ROUTE, GS_PATCH_AUTO, GS_FIN_PARK, GS_LOG_WARN, 1000};
+static struct gs_config g_cfg = {GS_MODE_ROUTE, GS_PATCH_AUTO, GS_FIN_PARK, GS_LOG_WARN, 1000,
+                                 GS_FORMAT_TEXT};
 static _Atomic int g_cfg_state;  /* 0 unread, 1 reading, 2 read */
 static int g_log_fd = 2;
 static _Atomic int g_log_count;
@@ -58,6 +59,9 @@ static void read_config(void)
         else
             gs_log(GS_LOG_WARN, "GILSHIM_LOG=%s: %s; logging to stderr", file, strerror(errno));
     }
+    static const struct choice formats[] = {{"text", GS_FORMAT_TEXT}, {"json", GS_FORMAT_JSON},
+                                            {0, 0}};
+    pick("GILSHIM_LOG_FORMAT", formats, &g_cfg.log_format);
     pick("GILSHIM_LOG_LEVEL", levels, &g_cfg.log_level);
     static const struct choice patch[] = {
         {"auto", GS_PATCH_AUTO}, {"always", GS_PATCH_ALWAYS}, {"never", GS_PATCH_NEVER},
@@ -94,31 +98,88 @@ const struct gs_config *gs_config(void)
     return &g_cfg;
 }
 
-void gs_log(int level, const char *fmt, ...)
+/* Append s to buf as a JSON string body (no quotes). */
+static size_t json_escape(char *buf, size_t cap, size_t len, const char *s)
+{
+    for (; *s && len + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[len++] = '\\';
+            buf[len++] = (char)c;
+        } else if (c < 0x20) {
+            len += (size_t)snprintf(buf + len, cap - len, "\\u%04x", c);
+        } else {
+            buf[len++] = (char)c;
+        }
+    }
+    return len;
+}
+
+size_t gs_json_str(char *buf, size_t cap, const char *s)
+{
+    if (cap < 3)
+        return 0;
+    size_t len = 0;
+    buf[len++] = '"';
+    len = json_escape(buf, cap - 1, len, s ? s : "");
+    buf[len++] = '"';
+    buf[len] = 0;
+    return len;
+}
+
+static const char *const level_names[] = {"quiet", "warn", "info", "debug"};
+
+void gs_emit(int level, const char *event, const char *extra, const char *text)
 {
     if (atomic_load_explicit(&g_cfg_state, memory_order_acquire) == 2 && level > g_cfg.log_level)
         return;
     if (atomic_load_explicit(&g_cfg_state, memory_order_acquire) != 2 && level > GS_LOG_WARN)
         return;
+    int json = g_cfg.log_format == GS_FORMAT_JSON;
     int n = atomic_fetch_add(&g_log_count, 1);
     if (level <= GS_LOG_WARN && n >= GS_LOG_CAP) {
         if (n == GS_LOG_CAP) {
-            char cap[96];
-            int k = snprintf(cap, sizeof cap, "gilshim[%d]: %d messages; further ones suppressed\n",
-                             (int)getpid(), GS_LOG_CAP);
+            char cap[160];
+            int k = json ? snprintf(cap, sizeof cap, "{\"gilshim\":%d,\"event\":\"suppressed\","
+                                    "\"level\":\"warn\",\"pid\":%d,\"message\":\"%d messages; "
+                                    "further ones suppressed\"}\n", GS_LOG_SCHEMA, (int)getpid(), GS_LOG_CAP)
+                         : snprintf(cap, sizeof cap, "gilshim[%d]: %d messages; further ones suppressed\n",
+                                    (int)getpid(), GS_LOG_CAP);
             if (write(g_log_fd, cap, (size_t)k) < 0) { /* nowhere else to say it */ }
         }
         return;
     }
-    char buf[1024];
-    int len = snprintf(buf, sizeof buf, "gilshim[%d:%d]: ", (int)getpid(), (int)syscall(SYS_gettid));
+    char buf[4096];
+    size_t len;
+    int pid = (int)getpid(), tid = (int)syscall(SYS_gettid);
+    if (json) {
+        len = (size_t)snprintf(buf, sizeof buf, "{\"gilshim\":%d,\"event\":\"%s\",\"level\":\"%s\","
+                               "\"pid\":%d,\"tid\":%d,", GS_LOG_SCHEMA, event,
+                               level_names[level < 0 || level > 3 ? 1 : level], pid, tid);
+        if (extra && *extra && len + strlen(extra) + 16 < sizeof buf)
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s,", extra);
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "\"message\":");
+        len += gs_json_str(buf + len, sizeof buf - len - 2, text);
+        buf[len++] = '}';
+    } else {
+        len = (size_t)snprintf(buf, sizeof buf, "gilshim[%d:%d]: %s", pid, tid, text);
+        if (len > sizeof buf - 2)
+            len = sizeof buf - 2;
+    }
+    buf[len++] = '\n';
+    if (write(g_log_fd, buf, len) < 0) { /* nowhere else to say it */ }
+}
+
+void gs_logx(int level, const char *event, const char *extra, const char *fmt, ...)
+{
+    if (atomic_load_explicit(&g_cfg_state, memory_order_acquire) == 2 && level > g_cfg.log_level)
+        return;
+    char text[1024];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(buf + len, sizeof buf - (size_t)len - 1, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    len += m < 0 ? 0 : (m > (int)sizeof buf - len - 2 ? (int)sizeof buf - len - 2 : m);
-    buf[len++] = '\n';
-    if (write(g_log_fd, buf, (size_t)len) < 0) { /* nowhere else to say it */ }
+    gs_emit(level, event, extra, text);
 }
 
 const char *gs_describe_addr(const void *addr, char *buf, size_t len)
@@ -135,6 +196,28 @@ const char *gs_describe_addr(const void *addr, char *buf, size_t len)
                      (unsigned long)((const char *)addr - (const char *)info.dli_fbase));
     } else {
         snprintf(buf, len, "%p", addr);
+    }
+    return buf;
+}
+
+const char *gs_json_site(const char *key, const void *addr, char *buf, size_t len)
+{
+    Dl_info info;
+    char obj[512], sym[512];
+    if (addr && dladdr(addr, &info) && info.dli_fname) {
+        const char *o = strrchr(info.dli_fname, '/');
+        gs_json_str(obj, sizeof obj, o ? o + 1 : info.dli_fname);
+        if (info.dli_sname) {
+            gs_json_str(sym, sizeof sym, info.dli_sname);
+            snprintf(buf, len, "\"%s\":{\"object\":%s,\"symbol\":%s,\"offset\":%lu}", key, obj, sym,
+                     (unsigned long)((const char *)addr - (const char *)info.dli_saddr));
+        } else {
+            snprintf(buf, len, "\"%s\":{\"object\":%s,\"symbol\":null,\"offset\":%lu}", key, obj,
+                     (unsigned long)((const char *)addr - (const char *)info.dli_fbase));
+        }
+    } else {
+        snprintf(buf, len, "\"%s\":{\"object\":null,\"symbol\":null,\"offset\":%lu}", key,
+                 (unsigned long)(uintptr_t)addr);
     }
     return buf;
 }

@@ -2,12 +2,16 @@
  * GILSHIM_MODE=diagnose: decide as route mode would, then do what stock
  * CPython does, and report each call site where the two differ. The first
  * occurrence per call site is reported in full, repeats are counted, and
- * a summary of the call sites is printed at exit.
+ * a summary of the call sites is printed at exit. Also reported, with
+ * stock's outcome kept: an Ensure after finalization began, a Release that
+ * matches no Ensure, a thread that exits inside an Ensure (lifecycle.c) and
+ * an interpreter that ends with callbacks still running in it.
  */
 #define _GNU_SOURCE
 #include "shim.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,16 +43,43 @@ static void summary(void)
         return;
     }
     qsort(g_sites, g_nsites, sizeof *g_sites, by_count);
-    gs_log(GS_LOG_WARN, "diagnose summary: %zu call site(s) ran callbacks in the wrong interpreter",
-           g_nsites);
-    for (size_t i = 0; i < g_nsites; i++) {
-        char where[256];
-        gs_log(GS_LOG_WARN, "  %8lu  %s  (owner %lld by %s, stock ran it in %lld)", g_sites[i].count,
-               gs_describe_addr(g_sites[i].caller, where, sizeof where),
-               (long long)g_sites[i].owner, gs_rule_name(g_sites[i].rule), (long long)g_sites[i].stock);
+    unsigned long total = g_lost;
+    for (size_t i = 0; i < g_nsites; i++)
+        total += g_sites[i].count;
+    if (gs_config()->log_format == GS_FORMAT_JSON) {
+        /* one event: the whole table */
+        size_t cap = 128 + g_nsites * 700, len = 0;
+        char *extra = malloc(cap);
+        if (extra) {
+            len += (size_t)snprintf(extra, cap, "\"callbacks\":%lu,\"lost\":%lu,\"sites\":[", total,
+                                    g_lost);
+            for (size_t i = 0; i < g_nsites && len < cap - 700; i++) {
+                char site[600];
+                len += (size_t)snprintf(extra + len, cap - len,
+                                        "%s{%s,\"count\":%lu,\"owner\":%lld,\"stock\":%lld,\"rule\":%d}",
+                                        i ? "," : "", gs_json_site("site", g_sites[i].caller, site,
+                                                                   sizeof site),
+                                        g_sites[i].count, (long long)g_sites[i].owner,
+                                        (long long)g_sites[i].stock, g_sites[i].rule);
+            }
+            snprintf(extra + len, cap - len, "]");
+            gs_logx(GS_LOG_WARN, "summary", extra, "diagnose summary: %zu call site(s) ran %lu "
+                    "callback(s) in the wrong interpreter", g_nsites, total);
+            free(extra);
+        }
+    } else {
+        gs_log(GS_LOG_WARN, "diagnose summary: %zu call site(s) ran %lu callback(s) in the wrong "
+               "interpreter", g_nsites, total);
+        for (size_t i = 0; i < g_nsites; i++) {
+            char where[256];
+            gs_log(GS_LOG_WARN, "  %8lu  %s  (owner %lld by %s, stock ran it in %lld)",
+                   g_sites[i].count, gs_describe_addr(g_sites[i].caller, where, sizeof where),
+                   (long long)g_sites[i].owner, gs_rule_name(g_sites[i].rule),
+                   (long long)g_sites[i].stock);
+        }
+        if (g_lost)
+            gs_log(GS_LOG_WARN, "  %8lu  at further call sites (table full)", g_lost);
     }
-    if (g_lost)
-        gs_log(GS_LOG_WARN, "  %8lu  at further call sites (table full)", g_lost);
     pthread_mutex_unlock(&g_sites_lock);
 }
 
@@ -78,25 +109,96 @@ static void report(const void *caller, int rule, struct gs_interp *owner, int64_
     pthread_mutex_unlock(&g_sites_lock);
     if (!first)
         return;
-    char where[256], name[32] = "?";
+
+    char where[256], name[32] = "?", jname[80], extra[2048], created[400] = "";
     pthread_getname_np(pthread_self(), name, sizeof name);
-    gs_log(GS_LOG_WARN, "wrong interpreter: PyGILState_Ensure at %s on thread \"%s\": "
-           "stock runs it in interpreter %lld, its owner is interpreter %lld (rule %d: %s)",
-           gs_describe_addr(caller, where, sizeof where), name, (long long)stock_id,
-           (long long)owner->id, rule, gs_rule_name(rule));
+    gs_json_str(jname, sizeof jname, name);
+    int k = snprintf(extra, sizeof extra, "\"thread\":{\"tid\":%d,\"name\":%s},\"stock\":%lld,"
+                     "\"owner\":%lld,\"rule\":%d,\"rule_name\":\"%s\",",
+                     (int)(gs_thread_peek() ? gs_thread_peek()->tid : 0), jname,
+                     (long long)stock_id, (long long)owner->id, rule, gs_rule_name(rule));
+    if (rule == GS_RULE_CREATOR) {
+        const struct gs_creator *c = &gs_tl_creator_info;
+        char cname[80], csite[600], cwhere[256];
+        gs_json_str(cname, sizeof cname, c->name);
+        k += snprintf(extra + k, sizeof extra - (size_t)k, "\"creator\":{\"tid\":%d,\"name\":%s,%s},",
+                      (int)c->tid, cname, gs_json_site("site", c->site, csite, sizeof csite));
+        snprintf(created, sizeof created, ", created by thread %d \"%s\" at %s", (int)c->tid,
+                 c->name, gs_describe_addr(c->site, cwhere, sizeof cwhere));
+    }
+    gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
+    gs_logx(GS_LOG_WARN, "wrong_interpreter", extra,
+            "wrong interpreter: PyGILState_Ensure at %s on thread \"%s\": stock runs it in "
+            "interpreter %lld, its owner is interpreter %lld (rule %d: %s%s)",
+            gs_describe_addr(caller, where, sizeof where), name, (long long)stock_id,
+            (long long)owner->id, rule, gs_rule_name(rule), created);
 }
 
 int gs_diagnose_ensure(const void *caller)
 {
-    struct gs_route route = gs_route_for(gs_thread_self(), gs_py_attached());
+    struct gs_thread *self = gs_thread_self();
+    struct gs_route route = gs_route_for(self, gs_py_attached());
     struct gs_interp *owner = route.rule == GS_RULE_RELEASED ? gs_interp_of(route.tstate, 0)
                                                              : route.interp;
     int st = py.GILState_Ensure();
     PyThreadState *now = gs_py_attached();
-    if (owner && now && atomic_load(&owner->state) == GS_ALIVE) {
-        PyInterpreterState *ran = py.ThreadState_GetInterpreter(now);
-        if (ran != owner->ptr)
-            report(caller, route.rule, owner, py.InterpreterState_GetID(ran));
+    struct gs_interp *ran = now ? gs_interp_of(now, 1) : NULL;
+    if (owner && ran && ran != owner && atomic_load(&owner->state) == GS_ALIVE)
+        report(caller, route.rule, owner, ran->id);
+    /* A frame, so that Release can be matched and an interpreter that ends
+     * under this callback can tell. */
+    struct gs_frame *f = self ? gs_frame_push(self) : NULL;
+    if (f) {
+        f->kind = GS_FRAME_NESTED;
+        f->returned = st;
+        f->caller = caller;
+        f->tstate = now;
+        f->counted = ran;
+        if (ran)
+            atomic_fetch_add(&ran->in_flight, 1);
     }
     return st;
+}
+
+void gs_diagnose_release(int oldstate, const void *caller)
+{
+    struct gs_thread *self = gs_thread_peek();
+    struct gs_frame *f = gs_frame_top(self);
+    if (!f || f->explicit_api) {
+        gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
+                              : "no PyGILState_Ensure is open on this thread",
+                            oldstate, caller);
+    } else {
+        if (oldstate != f->returned)
+            gs_release_mismatch(oldstate == GS_PyGILState_LOCKED
+                                    ? "given LOCKED, but the matching Ensure returned UNLOCKED"
+                                    : "given UNLOCKED, but the matching Ensure returned LOCKED",
+                                oldstate, caller);
+        if (f->counted)
+            atomic_fetch_sub(&f->counted->in_flight, 1);
+        gs_frame_pop(self);
+    }
+    py.GILState_Release(oldstate);
+}
+
+void gs_diagnose_late_ensure(const void *caller, int finalized)
+{
+    char where[256], extra[512];
+    gs_logx(GS_LOG_WARN, finalized ? "ensure_after_finalize" : "ensure_while_finalizing",
+            gs_json_site("site", caller, extra, sizeof extra),
+            "PyGILState_Ensure %s at %s; doing what stock CPython does",
+            finalized ? "after Py_FinalizeEx" : "while the runtime finalizes",
+            gs_describe_addr(caller, where, sizeof where));
+}
+
+void gs_diagnose_interp_ends(struct gs_interp *in, int self_counted)
+{
+    long n = atomic_load(&in->in_flight) - self_counted;
+    if (n <= 0)
+        return;
+    char extra[96];
+    snprintf(extra, sizeof extra, "\"interpreter\":%lld,\"in_flight\":%ld", (long long)in->id, n);
+    gs_logx(GS_LOG_WARN, "ended_in_flight", extra,
+            "interpreter %lld ends with %ld PyGILState_Ensure callback(s) still running in it",
+            (long long)in->id, n);
 }

@@ -8,6 +8,9 @@
 #include "../../include/gilshim.h"
 #include "shim.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -48,6 +51,7 @@ struct start {
     void *(*fn)(void *);
     void *arg;
     struct gs_interp *owner;
+    struct gs_creator creator;
 };
 
 /* Not instrumented under -fsanitize=thread: when TSan's own pthread_create
@@ -61,6 +65,7 @@ static void *trampoline(void *p)
     struct start s = *(struct start *)p;
     free(p);
     gs_tl_creator = s.owner;
+    gs_tl_creator_info = s.creator;
     return s.fn(s.arg);
 }
 
@@ -79,6 +84,13 @@ GS_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*
     s->fn = fn;
     s->arg = arg;
     s->owner = owner;
+    /* for diagnose mode's report: who made this thread, and where */
+    struct gs_thread *self = gs_thread_peek();
+    s->creator.tid = self ? self->tid : (pid_t)syscall(SYS_gettid);
+    s->creator.site = __builtin_return_address(0);
+    s->creator.name[0] = 0;
+    if (gs_config()->mode == GS_MODE_DIAGNOSE)
+        pthread_getname_np(pthread_self(), s->creator.name, sizeof s->creator.name);
     int rc = real(th, attr, trampoline, s);
     if (rc)
         free(s);

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,6 +128,15 @@ static long now_ms(void)
 static void sweep(struct gs_interp *in)
 {
     atomic_store(&in->state, GS_ENDING);
+    if (gs_config()->mode == GS_MODE_DIAGNOSE) {
+        struct gs_thread *me = gs_thread_peek();
+        int mine = 0;
+        for (size_t i = 0; me && i < me->depth; i++) {
+            struct gs_frame *f = gs_frame_at(me, i);
+            mine += f && f->counted == in;
+        }
+        gs_diagnose_interp_ends(in, mine);
+    }
     long deadline = now_ms() + gs_config()->drain_ms;
     size_t deleted = 0;
     for (;;) {
@@ -140,8 +150,12 @@ static void sweep(struct gs_interp *in)
         if (!s.busy)
             break;
         if (now_ms() >= deadline) {
-            gs_log(GS_LOG_WARN, "interpreter %lld ends with %zu callback(s) still running after "
-                   "GILSHIM_DRAIN_MS=%ld", (long long)in->id, s.busy, gs_config()->drain_ms);
+            char extra[96];
+            snprintf(extra, sizeof extra, "\"interpreter\":%lld,\"in_flight\":%zu",
+                     (long long)in->id, s.busy);
+            gs_logx(GS_LOG_WARN, "ended_in_flight", extra, "interpreter %lld ends with %zu "
+                    "callback(s) still running after GILSHIM_DRAIN_MS=%ld", (long long)in->id,
+                    s.busy, gs_config()->drain_ms);
             break;
         }
         /* Callbacks in flight need this GIL to finish. */
@@ -245,13 +259,19 @@ void gs_place_exit_hook(struct gs_interp *in)
 static void reap_thread(struct gs_thread *t)
 {
     if (t->depth) {
-        char where[256];
+        char where[256], extra[600];
         struct gs_frame *f = gs_frame_top(t);
-        gs_log(GS_LOG_WARN, "thread exits with %zu PyGILState_Ensure/gilshim_ensure still open "
-               "(innermost at %s); releasing its GIL", t->depth,
-               gs_describe_addr(f ? f->caller : NULL, where, sizeof where));
-        if (gs_py_state() == GS_PY_PRESENT && py.IsInitialized() && !gs_runtime_finalizing() &&
-            gs_py_attached())
+        int route = gs_config()->mode == GS_MODE_ROUTE;
+        int k = snprintf(extra, sizeof extra, "\"open\":%zu,", t->depth);
+        gs_json_site("site", f ? f->caller : NULL, extra + k, sizeof extra - (size_t)k);
+        gs_logx(GS_LOG_WARN, "unbalanced_exit", extra,
+                "thread exits with %zu PyGILState_Ensure/gilshim_ensure still open "
+                "(innermost at %s)%s", t->depth,
+                gs_describe_addr(f ? f->caller : NULL, where, sizeof where),
+                route ? "; releasing its GIL" : "");
+        /* diagnose mode keeps stock's outcome: the GIL stays held */
+        if (route && gs_py_state() == GS_PY_PRESENT && py.IsInitialized() &&
+            !gs_runtime_finalizing() && gs_py_attached())
             py.SaveThread();
         for (size_t i = 0; i < t->nrows; i++) {
             int busy = GS_ROW_BUSY;
@@ -284,11 +304,13 @@ static void reap_thread(struct gs_thread *t)
 
 void gs_fail_safe(const char *why, const void *caller)
 {
-    char where[256];
+    char where[256], extra[600];
     int policy = gs_config()->on_finalize;
     static const char *const names[] = {"park", "exit", "abort"};
-    gs_log(GS_LOG_WARN, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
-           gs_describe_addr(caller, where, sizeof where), names[policy]);
+    int k = snprintf(extra, sizeof extra, "\"policy\":\"%s\",", names[policy]);
+    gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
+    gs_logx(GS_LOG_WARN, "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
+            gs_describe_addr(caller, where, sizeof where), names[policy]);
     if (policy == GS_FIN_ABORT)
         abort();
     if (policy == GS_FIN_EXIT)

@@ -8,10 +8,12 @@
 #include "shim.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Rule 4: set in a new thread before its start routine runs. */
 __thread struct gs_interp *gs_tl_creator;
+__thread struct gs_creator gs_tl_creator_info;
 
 static _Atomic(struct gs_interp *) g_main;
 
@@ -166,8 +168,16 @@ int gs_ensure(const void *caller)
 {
     int mode = active_mode();
     if (mode != GS_MODE_ROUTE) {
-        if (mode == GS_MODE_DIAGNOSE && py.IsInitialized())
-            return gs_diagnose_ensure(caller);
+        if (mode == GS_MODE_DIAGNOSE) {
+            int seen = atomic_load_explicit(&g_runtime_seen, memory_order_relaxed);
+            if (py.IsInitialized() && !gs_runtime_finalizing()) {
+                if (!seen)
+                    atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
+                return gs_diagnose_ensure(caller);
+            }
+            if (seen)
+                gs_diagnose_late_ensure(caller, !py.IsInitialized());
+        }
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
     if (__builtin_expect(!py.IsInitialized(), 0)) {
@@ -222,19 +232,24 @@ int gs_ensure(const void *caller)
     f->tstate = r->tstate;
     if (__builtin_expect(gs_config()->log_level >= GS_LOG_DEBUG, 0)) {
         char where[256];
-        gs_log(GS_LOG_DEBUG, "Ensure at %s -> interpreter %lld (rule %d: %s)",
-               gs_describe_addr(caller, where, sizeof where), (long long)in->id, route.rule,
-               gs_rule_name(route.rule));
+        char extra[768];
+        int k = snprintf(extra, sizeof extra, "\"interpreter\":%lld,\"rule\":%d,",
+                         (long long)in->id, route.rule);
+        gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
+        gs_logx(GS_LOG_DEBUG, "route", extra, "Ensure at %s -> interpreter %lld (rule %d: %s)",
+                gs_describe_addr(caller, where, sizeof where), (long long)in->id, route.rule,
+                gs_rule_name(route.rule));
     }
     return GS_PyGILState_UNLOCKED;
 }
 
-static void release_mismatch(const char *what, int oldstate, const void *caller)
+void gs_release_mismatch(const char *what, int oldstate, const void *caller)
 {
-    char where[256];
-    gs_log(GS_LOG_WARN, "PyGILState_Release(%s) at %s: %s; doing what stock CPython does",
-           oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
-           gs_describe_addr(caller, where, sizeof where), what);
+    char where[256], extra[512];
+    gs_logx(GS_LOG_WARN, "release_mismatch", gs_json_site("site", caller, extra, sizeof extra),
+            "PyGILState_Release(%s) at %s: %s; doing what stock CPython does",
+            oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
+            gs_describe_addr(caller, where, sizeof where), what);
 }
 
 /* Undo a frame: the shared tail of PyGILState_Release and gilshim_release. */
@@ -265,29 +280,35 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
 
 void gs_release(int oldstate, const void *caller)
 {
-    if (!routing()) {
+    int mode = active_mode();
+    if (mode == GS_MODE_DIAGNOSE && py.IsInitialized()) {
+        gs_diagnose_release(oldstate, caller);
+        return;
+    }
+    if (mode != GS_MODE_ROUTE) {
         ORIGINAL(GILState_Release, "PyGILState_Release")(oldstate);
         return;
     }
     struct gs_thread *self = gs_thread_peek();
     struct gs_frame *f = gs_frame_top(self);
     if (!f || f->explicit_api) {
-        release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
+        gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
                            : "no PyGILState_Ensure is open on this thread",
                          oldstate, caller);
         py.GILState_Release(oldstate);
         return;
     }
     if (oldstate != f->returned) {
-        char where[256];
-        gs_log(GS_LOG_WARN, "PyGILState_Release at %s: given %s, but the matching Ensure returned %s; "
+        char where[256], extra[512];
+        gs_logx(GS_LOG_WARN, "release_mismatch", gs_json_site("site", caller, extra, sizeof extra),
+               "PyGILState_Release at %s: given %s, but the matching Ensure returned %s; "
                "releasing what that Ensure acquired",
                gs_describe_addr(caller, where, sizeof where),
                oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
                f->returned == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED");
     }
     if (f->kind != GS_FRAME_NESTED && gs_py_attached() != f->tstate) {
-        release_mismatch("the thread state the matching Ensure attached is not attached any more",
+        gs_release_mismatch("the thread state the matching Ensure attached is not attached any more",
                          oldstate, caller);
         gs_frame_pop(self);
         py.GILState_Release(oldstate);

@@ -12,6 +12,7 @@ enum gs_on_finalize { GS_FIN_PARK = 0, GS_FIN_EXIT = 1, GS_FIN_ABORT = 2 };
 enum gs_log_level { GS_LOG_QUIET = 0, GS_LOG_WARN = 1, GS_LOG_INFO = 2, GS_LOG_DEBUG = 3 };
 
 enum gs_patch { GS_PATCH_AUTO = 0, GS_PATCH_ALWAYS = 1, GS_PATCH_NEVER = 2 };
+enum gs_format { GS_FORMAT_TEXT = 0, GS_FORMAT_JSON = 1 };
 
 struct gs_config {
     int mode;
@@ -19,11 +20,23 @@ struct gs_config {
     int on_finalize;
     int log_level;
     long drain_ms;
+    int log_format;
 };
 GS_HIDDEN const struct gs_config *gs_config(void);
 
-/* --- messages: "gilshim[pid:tid]: ...", stderr or GILSHIM_LOG --- */
-GS_HIDDEN void gs_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* --- messages (README "Messages"): one line each, stderr or GILSHIM_LOG;
+ * text "gilshim[pid:tid]: ..." or, with GILSHIM_LOG_FORMAT=json, one JSON
+ * object of schema GS_LOG_SCHEMA --- */
+#define GS_LOG_SCHEMA 1
+/* event: the JSON "event" name; extra: more JSON members ("k":v,...) or NULL */
+GS_HIDDEN void gs_logx(int level, const char *event, const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define gs_log(level, ...) gs_logx(level, "message", NULL, __VA_ARGS__)
+GS_HIDDEN void gs_emit(int level, const char *event, const char *extra, const char *text);
+/* s as a quoted JSON string into buf; returns its length. */
+GS_HIDDEN size_t gs_json_str(char *buf, size_t cap, const char *s);
+/* "site":{...} members for a code address into buf; returns buf. */
+GS_HIDDEN const char *gs_json_site(const char *key, const void *addr, char *buf, size_t len);
 /* "object(symbol+0xoff)" for a code address, into buf. */
 GS_HIDDEN const char *gs_describe_addr(const void *addr, char *buf, size_t len);
 
@@ -40,6 +53,8 @@ GS_HIDDEN struct gs_interp *gs_creator_owner(void);
  * given what it has attached; interp NULL with GS_RULE_MAIN. */
 GS_HIDDEN struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached);
 GS_HIDDEN const char *gs_rule_name(int rule);
+/* The message for a PyGILState_Release that cannot be matched. */
+GS_HIDDEN void gs_release_mismatch(const char *what, int oldstate, const void *caller);
 /* Entry for the interpreter of an attached tstate (and place its hook). */
 GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);
@@ -52,9 +67,21 @@ GS_HIDDEN void gs_unbind_tss(PyThreadState *t);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
 GS_HIDDEN extern __thread struct gs_interp *gs_tl_creator;
+/* Rule 4's creating thread, for diagnose mode's report. */
+struct gs_creator {
+    pid_t tid;
+    const void *site;  /* the pthread_create call */
+    char name[16];     /* diagnose mode only */
+};
+GS_HIDDEN extern __thread struct gs_creator gs_tl_creator_info;
 
 /* --- GILSHIM_MODE=diagnose (diagnose.c): stock outcome, reported --- */
 GS_HIDDEN int gs_diagnose_ensure(const void *caller);
+GS_HIDDEN void gs_diagnose_release(int oldstate, const void *caller);
+/* An Ensure once the runtime finalizes (finalized: after Py_FinalizeEx). */
+GS_HIDDEN void gs_diagnose_late_ensure(const void *caller, int finalized);
+/* in's exit hook runs; self_counted: callbacks of the ending thread in it. */
+GS_HIDDEN void gs_diagnose_interp_ends(struct gs_interp *in, int self_counted);
 
 /* --- how calls reach the shim (gotpatch.c) --- */
 enum gs_redirect {

@@ -2,6 +2,7 @@
 
 usage: probe.py SCENARIO [LIBCBTHREAD]
   ctypes-thread  ctypes callback from a thread the C library creates
+  ctypes-thread-x5  the same, five times (five threads, one call site)
   ctypes-sync    ctypes callback called synchronously (GIL released)
   sqlite3        sqlite3 user function
   ext-thread     a freshly built extension (cbext) calling back from its own
@@ -23,6 +24,7 @@ os.close(fd)
 
 BODY = {
     "ctypes-thread": "ctypes.CDLL(LIB).cb_on_new_thread(CB(where), 0)",
+    "ctypes-thread-x5": "[ctypes.CDLL(LIB).cb_on_new_thread(CB(where), 0) for _ in range(5)][-1]",
     "ctypes-sync": "ctypes.CDLL(LIB).cb_sync(CB(where), 0)",
     "sqlite3": "sqlite3_where()",
     "ext-thread": "ext_where('cbext')",

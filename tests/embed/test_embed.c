@@ -553,6 +553,7 @@ static void init_bogus(void)
     require_env("GILSHIM_DRAIN_MS", "soon");
     require_env("GILSHIM_LOG_LEVEL", "loud");
     require_env("GILSHIM_PATCH", "maybe");
+    require_env("GILSHIM_LOG_FORMAT", "yaml");
     start_logged();
 }
 
@@ -611,6 +612,8 @@ Test(bogus_setting, is_warned_and_ignored, .init = init_bogus, .timeout = 60)
     cr_assert(log_has("GILSHIM_MODE=sideways: unknown value, ignored"));
     cr_assert(log_has("GILSHIM_LOG_LEVEL=loud: unknown value, ignored"));
     cr_assert(log_has("GILSHIM_PATCH=maybe: unknown value, ignored"));
+    cr_assert(log_has("gilshim[") && log_has("GILSHIM_LOG_FORMAT=yaml: unknown value, ignored"),
+              "text lines, the default format");
     cr_assert(log_has("GILSHIM_DRAIN_MS=soon: not a number of milliseconds (0-3600000), keeping 1000"));
     cr_assert_str_eq(gilshim_mode(), "route", "the default is kept");
 }

@@ -321,3 +321,25 @@ Test(lifecycle, thread_exiting_inside_ensure_gives_the_gil_back)
                           "(innermost at scenario-shim-"),
               SHOW(g));
 }
+
+/* --- GILSHIM_MODE=diagnose: stock's outcome, and a report of it --- */
+
+Test(lifecycle, diagnose_reports_ensure_after_finalize_and_keeps_stocks_crash)
+{
+    const char *env[] = {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", NULL};
+    struct outcome *g = run("shim", "after_finalize", NULL, env, 20000);
+    cr_assert(g->signal == SIGSEGV, "diagnose keeps stock's outcome; got " SHOW(g));
+    cr_assert(has(g->err, "\"event\":\"ensure_after_finalize\""), SHOW(g));
+    cr_assert(has(g->err, "\"site\":{\"object\":\"scenario-shim-"), SHOW(g));
+}
+
+Test(lifecycle, diagnose_reports_a_thread_exiting_inside_ensure_and_keeps_stocks_hang)
+{
+    const char *env[] = {"GILSHIM_MODE=diagnose", NULL};
+    struct outcome *g = run("shim", "unbalanced", NULL, env, 3000);
+    cr_assert(g->hung, "diagnose keeps stock's outcome; got " SHOW(g));
+    cr_assert(has(g->err, "thread exits with 1 PyGILState_Ensure/gilshim_ensure still open "
+                          "(innermost at scenario-shim-"),
+              SHOW(g));
+    cr_assert(!has(g->err, "releasing its GIL"), SHOW(g));
+}
