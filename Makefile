@@ -18,7 +18,7 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall
+.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall
 all: $(LIB)
 FORCE:
 
@@ -59,6 +59,9 @@ tsan:
 	WERROR=$(WERROR) tests/run-stress.sh tsan $(STRESS_SECONDS)
 valgrind: $(LIB)
 	WERROR=$(WERROR) tests/run-stress.sh valgrind $(STRESS_SECONDS)
+# Ratios, measured side by side (tests/run-bench.sh; a first version).
+bench: $(LIB)
+	tests/run-bench.sh
 # All four, briefly: what CI runs after make test.
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
