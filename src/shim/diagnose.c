@@ -163,17 +163,8 @@ int gs_diagnose_ensure(const void *caller)
 void gs_diagnose_release(int oldstate, const void *caller)
 {
     struct gs_thread *self = gs_thread_peek();
-    struct gs_frame *f = gs_frame_top(self);
-    if (!f || f->explicit_api) {
-        gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
-                              : "no PyGILState_Ensure is open on this thread",
-                            oldstate, caller);
-    } else {
-        if (oldstate != f->returned)
-            gs_release_mismatch(oldstate == GS_PyGILState_LOCKED
-                                    ? "given LOCKED, but the matching Ensure returned UNLOCKED"
-                                    : "given UNLOCKED, but the matching Ensure returned LOCKED",
-                                oldstate, caller);
+    struct gs_frame *f = gs_release_match(self, oldstate, caller, "doing what stock CPython does");
+    if (f) {
         if (f->counted)
             atomic_fetch_sub(&f->counted->in_flight, 1);
         gs_frame_pop(self);

@@ -252,6 +252,27 @@ void gs_release_mismatch(const char *what, int oldstate, const void *caller)
             gs_describe_addr(caller, where, sizeof where), what);
 }
 
+struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate, const void *caller,
+                                  const char *then)
+{
+    struct gs_frame *f = gs_frame_top(self);
+    if (!f || f->explicit_api) {
+        gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
+                              : "no PyGILState_Ensure is open on this thread",
+                            oldstate, caller);
+        return NULL;
+    }
+    if (oldstate != f->returned) {
+        char where[256], extra[512];
+        gs_logx(GS_LOG_WARN, "release_mismatch", gs_json_site("site", caller, extra, sizeof extra),
+                "PyGILState_Release at %s: given %s, but the matching Ensure returned %s; %s",
+                gs_describe_addr(caller, where, sizeof where),
+                oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
+                f->returned == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED", then);
+    }
+    return f;
+}
+
 /* Undo a frame: the shared tail of PyGILState_Release and gilshim_release. */
 void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
 {
@@ -290,22 +311,11 @@ void gs_release(int oldstate, const void *caller)
         return;
     }
     struct gs_thread *self = gs_thread_peek();
-    struct gs_frame *f = gs_frame_top(self);
-    if (!f || f->explicit_api) {
-        gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
-                           : "no PyGILState_Ensure is open on this thread",
-                         oldstate, caller);
+    struct gs_frame *f = gs_release_match(self, oldstate, caller,
+                                          "releasing what that Ensure acquired");
+    if (!f) {
         py.GILState_Release(oldstate);
         return;
-    }
-    if (oldstate != f->returned) {
-        char where[256], extra[512];
-        gs_logx(GS_LOG_WARN, "release_mismatch", gs_json_site("site", caller, extra, sizeof extra),
-               "PyGILState_Release at %s: given %s, but the matching Ensure returned %s; "
-               "releasing what that Ensure acquired",
-               gs_describe_addr(caller, where, sizeof where),
-               oldstate == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
-               f->returned == GS_PyGILState_LOCKED ? "LOCKED" : "UNLOCKED");
     }
     if (f->kind != GS_FRAME_NESTED && gs_py_attached() != f->tstate) {
         gs_release_mismatch("the thread state the matching Ensure attached is not attached any more",

@@ -55,6 +55,10 @@ GS_HIDDEN struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *at
 GS_HIDDEN const char *gs_rule_name(int rule);
 /* The message for a PyGILState_Release that cannot be matched. */
 GS_HIDDEN void gs_release_mismatch(const char *what, int oldstate, const void *caller);
+/* The frame a PyGILState_Release closes, or NULL; reports a missing frame
+ * or a state other than its Ensure returned ("...; then"). */
+GS_HIDDEN struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate,
+                                            const void *caller, const char *then);
 /* Entry for the interpreter of an attached tstate (and place its hook). */
 GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);
