@@ -22,8 +22,7 @@
 #include <unistd.h>
 
 #include "gilshim.h"
-
-#define HAVE_OWN_GIL (PY_VERSION_HEX >= 0x030C0000)
+#include "../common/subinterp.h"
 
 static PyGILState_STATE (*stock_Ensure)(void);
 static void (*stock_Release)(PyGILState_STATE);
@@ -64,32 +63,10 @@ static void start_python(void)
 /* A sub-interpreter, left attached on the calling thread. */
 static PyThreadState *new_sub(int own_gil, const char *marker)
 {
-    PyThreadState *sub = NULL;
-#if HAVE_OWN_GIL
-    if (own_gil) {
-        PyInterpreterConfig cfg = {
-            .use_main_obmalloc = 0, .allow_fork = 0, .allow_exec = 0, .allow_threads = 1,
-            .allow_daemon_threads = 0, .check_multi_interp_extensions = 1,
-            .gil = PyInterpreterConfig_OWN_GIL,
-        };
-        PyStatus st = Py_NewInterpreterFromConfig(&sub, &cfg);
-        cr_assert(!PyStatus_Exception(st), "own-GIL interpreter");
-    } else
-#endif
-    {
-        (void)own_gil;
-        sub = Py_NewInterpreter();
-    }
-    cr_assert(sub);
+    PyThreadState *sub = test_new_sub(own_gil);
+    cr_assert(sub, "%s", own_gil ? "own-GIL interpreter" : "sub-interpreter");
     set_marker(marker);
     return sub;
-}
-
-/* Move the calling thread from whatever it holds to t (GILs may differ). */
-static void switch_to(PyThreadState *t)
-{
-    PyEval_SaveThread();
-    PyEval_RestoreThread(t);
 }
 
 static void probe(struct seen *s)
@@ -156,22 +133,7 @@ static void both(struct job *j)
     callback_shim(&j->shim);
 }
 
-/* End sub from main. Py_EndInterpreter returns with no thread state but,
- * when sub shared main's GIL, still holding that GIL. */
-static void end_sub(PyThreadState *sub, int own_gil)
-{
-    Py_EndInterpreter(sub);
-    if (own_gil)
-        PyEval_RestoreThread(main_ts);
-    else
-        PyThreadState_Swap(main_ts);
-}
-
-static void sub_gone(PyThreadState *sub, int own_gil)
-{
-    switch_to(sub);
-    end_sub(sub, own_gil);
-}
+static void sub_gone(PyThreadState *sub, int own_gil) { test_end_sub(sub, main_ts, own_gil); }
 
 TestSuite(embed, .init = start_python, .timeout = 60);
 
@@ -186,7 +148,7 @@ Test(embed, rule1_attached_thread_nests)
     PyGILState_Release(g2);
     PyGILState_Release(g);
     cr_assert_eq(PyThreadState_Get(), sub);
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     sub_gone(sub, 0);
 }
 
@@ -212,7 +174,7 @@ static void rule2_in_region(int own_gil)
         else
             cr_assert_str_eq(stock.marker, "sub", "stock 3.12+ follows the last attached state");
     }
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     sub_gone(sub, own_gil);
 }
 
@@ -235,7 +197,7 @@ static void rule3_binding(int own_gil)
     PyInterpreterState *subi = PyInterpreterState_Get();
     struct job j = {.fn = bound_job, .view = gilshim_view_current()};
     cr_assert(j.view.id > 0);
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     run_thread(&j);  /* created while attached to main: only the binding says sub */
     cr_assert_eq(j.shim.interp, subi);
     cr_assert_str_eq(j.shim.marker, "sub");
@@ -284,7 +246,7 @@ static void rule4_creator(int own_gil, int released)
     cr_assert_eq(j.shim.this_thread_state, j.shim.tstate);
     cr_assert_str_eq(j.grand.marker, "sub", "inherited by the threads it creates");
     cr_assert_str_eq(j.stock.marker, "main", "stock runs it in main");
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     sub_gone(sub, own_gil);
 }
 
@@ -389,7 +351,7 @@ static void end_while_cached(int own_gil)
     cr_assert_str_eq(j.shim.marker, "sub");
     /* The worker keeps a cached thread state of sub: stock would abort
      * here with "not the last thread" had it one. */
-    end_sub(sub, own_gil);
+    sub_gone(sub, own_gil);
     cr_assert(!gilshim_view_alive(j.view));
     pthread_mutex_lock(&park_mu);
     park_state = 2;
@@ -410,7 +372,7 @@ static void explicit_switch(int own_gil)
 {
     PyThreadState *sub = new_sub(own_gil, "sub");
     gilshim_view v = gilshim_view_current();
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     gilshim_token *t = gilshim_ensure(v);
     cr_assert(t, "%s", gilshim_strerror(gilshim_last_error()));
     struct seen s;
@@ -599,7 +561,7 @@ Test(mode_off, passes_everything_through, .init = init_mode_off, .timeout = 60)
     struct job j = {.fn = creator_job};
     run_thread(&j);
     cr_assert_str_eq(j.shim.marker, "main", "GILSHIM_MODE=off: stock routing");
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     sub_gone(sub, 0);
 }
 

@@ -26,11 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/subinterp.h"
+
 #ifdef WITH_GILSHIM
 #include "gilshim.h"
 #endif
-
-#define HAVE_OWN_GIL (PY_VERSION_HEX >= 0x030C0000)
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -107,22 +107,7 @@ static void start(const char *marker)
 /* A sub-interpreter, left attached on the calling thread. */
 static PyThreadState *new_sub(int own_gil, const char *marker)
 {
-    PyThreadState *sub = NULL;
-#if HAVE_OWN_GIL
-    if (own_gil) {
-        PyInterpreterConfig cfg = {
-            .use_main_obmalloc = 0, .allow_fork = 0, .allow_exec = 0, .allow_threads = 1,
-            .allow_daemon_threads = 0, .check_multi_interp_extensions = 1,
-            .gil = PyInterpreterConfig_OWN_GIL,
-        };
-        if (PyStatus_Exception(Py_NewInterpreterFromConfig(&sub, &cfg)))
-            sub = NULL;
-    } else
-#endif
-    {
-        (void)own_gil;
-        sub = Py_NewInterpreter();
-    }
+    PyThreadState *sub = test_new_sub(own_gil);
     if (!sub) {
         say("main: could not create a sub-interpreter");
         exit(3);
@@ -131,24 +116,10 @@ static PyThreadState *new_sub(int own_gil, const char *marker)
     return sub;
 }
 
-/* Move the calling thread from the state it holds to t (GILs may differ). */
-static void switch_to(PyThreadState *t)
-{
-    PyEval_SaveThread();
-    PyEval_RestoreThread(t);
-}
-
-/* Py_EndInterpreter returns with no thread state but, when sub shared
- * main's GIL, still holding it. */
 static void end_sub(PyThreadState *sub, int own_gil)
 {
-    switch_to(sub);
     say("main: Py_EndInterpreter");
-    Py_EndInterpreter(sub);
-    if (own_gil)
-        PyEval_RestoreThread(main_ts);
-    else
-        PyThreadState_Swap(main_ts);
+    test_end_sub(sub, main_ts, own_gil);
     say("main: the interpreter ended");
 }
 
@@ -340,7 +311,7 @@ static int end_with_thread_state(int own_gil, int inflight)
 #ifdef WITH_GILSHIM
     ec_view = gilshim_view_current();
 #endif
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     pthread_t th;
     pthread_create(&th, NULL, ec_thread, NULL);
     wait_released(&ec_stage, inflight ? 1 : 2);
@@ -441,12 +412,12 @@ static int thread_exit(void)
     PyInterpreterState *i0 = PyThreadState_GetInterpreter(main_ts);
 #ifdef WITH_GILSHIM
     te_views[2] = gilshim_view_current();
-    switch_to(s1);
+    test_switch_to(s1);
     te_views[1] = gilshim_view_current();
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     te_views[0] = gilshim_view_current();
 #else
-    switch_to(main_ts);
+    test_switch_to(main_ts);
 #endif
     int main_before = count_thread_states(i0), sub1_before = count_thread_states(i1);
     pthread_t th;
@@ -507,7 +478,7 @@ static int fork_child(void)
 #ifdef WITH_GILSHIM
     fk_sub = gilshim_view_current();
 #endif
-    switch_to(main_ts);
+    test_switch_to(main_ts);
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         pthread_create(&th[i], NULL, fk_parent_thread, NULL);

@@ -30,9 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/subinterp.h"
 #include "gilshim.h"
 
-#define HAVE_OWN_GIL (PY_VERSION_HEX >= 0x030C0000)
 #define NTHREADS 32
 #define NSLOTS 4
 
@@ -175,19 +175,7 @@ static void *worker_main(void *p)
 
 static PyThreadState *new_sub(void)
 {
-    PyThreadState *sub = NULL;
-#if HAVE_OWN_GIL
-    if (own_gil) {
-        PyInterpreterConfig cfg = {
-            .use_main_obmalloc = 0, .allow_fork = 0, .allow_exec = 0, .allow_threads = 1,
-            .allow_daemon_threads = 0, .check_multi_interp_extensions = 1,
-            .gil = PyInterpreterConfig_OWN_GIL,
-        };
-        if (PyStatus_Exception(Py_NewInterpreterFromConfig(&sub, &cfg)))
-            sub = NULL;
-    } else
-#endif
-        sub = Py_NewInterpreter();
+    PyThreadState *sub = test_new_sub(own_gil);
     if (!sub) {
         fprintf(stderr, "stress: could not create a sub-interpreter\n");
         exit(3);
@@ -205,22 +193,10 @@ static void fill_slot(int k)
     slots[k].view = v;
     slots[k].tstate = sub;
     pthread_mutex_unlock(&slots[k].lock);
-    PyEval_SaveThread();
-    PyEval_RestoreThread(main_ts);
+    test_switch_to(main_ts);
 }
 
-static void end_slot(int k)
-{
-    PyThreadState *sub = slots[k].tstate;
-    PyEval_SaveThread();
-    PyEval_RestoreThread(sub);
-    Py_EndInterpreter(sub);
-    /* returns detached; with a shared GIL still holding it */
-    if (own_gil)
-        PyEval_RestoreThread(main_ts);
-    else
-        PyThreadState_Swap(main_ts);
-}
+static void end_slot(int k) { test_end_sub(slots[k].tstate, main_ts, own_gil); }
 
 int main(int argc, char **argv)
 {
