@@ -20,3 +20,10 @@ else
         PYTHONS="$PYTHONS /usr/bin/python3.11-config"
     fi
 fi
+
+# py_tag CONFIG: a name for build products of that CPython: "3.11", or
+# "3.11-system" for the distribution's, so that the two never collide.
+py_tag() {
+    _v=$("${1%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    case $1 in /usr/*) echo "$_v-system" ;; *) echo "$_v" ;; esac
+}

@@ -13,8 +13,7 @@ runs=${2:-3}
 printf '%-14s %9s %9s %9s %11s  %-16s %-18s %-16s\n' CPython "stock ns" "route ns" "diag ns" "persist ns" \
     "stock/route" "route/persistent" "diagnose/stock"
 for cfg in $PYTHONS; do
-    ver=$("${cfg%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    case $cfg in /usr/*) tag=$ver-system ;; *) tag=$ver ;; esac
+    tag=$(py_tag "$cfg")
     bin=build/cycle-$tag
     cc -std=c11 -O2 -g -Wall -Wextra -Iinclude $($cfg --includes) tests/bench/cycle.c -o "$bin" \
         -Lbuild -Wl,-rpath,"$PWD/build" -lgilshim $($cfg --ldflags --embed) -pthread

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 [ -n "$PYTHONS" ] || { echo "run-embed: no CPython 3.9-3.13 with python3-config found" >&2; exit 1; }
 status=0
 for cfg in $PYTHONS; do
-    ver=$("${cfg%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    ver=$(py_tag "$cfg")
     bin=build/test_embed-$ver
     # libgilshim ahead of libpython: the whole process sees the shim, as
     # with LD_PRELOAD.

@@ -9,8 +9,7 @@ warn="-Wall -Wextra ${WERROR:+-Werror}"
 cc -std=c11 -O1 -g $warn tests/lifecycle/test_lifecycle.c -o build/test_lifecycle -lcriterion
 status=0
 for cfg in $PYTHONS; do
-    ver=$("${cfg%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    case $cfg in /usr/*) tag=$ver-system ;; *) tag=$ver ;; esac
+    tag=$(py_tag "$cfg")
     flags="-std=c11 -O1 -g $warn -Iinclude $($cfg --includes)"
     libs="$($cfg --ldflags --embed) -pthread"
     cc $flags tests/lifecycle/scenario.c -o build/scenario-stock-$tag $libs

@@ -33,8 +33,7 @@ export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 export GILSHIM_ON_FINALIZE=exit  # so that the PyGILState threads can be joined
 status=0
 for cfg in $PYTHONS; do
-    ver=$("${cfg%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    case $cfg in /usr/*) tag=$ver-system ;; *) tag=$ver ;; esac
+    tag=$(py_tag "$cfg")
     bin=$dir/stress-$tag
     cc -std=c11 -O1 -g -fno-omit-frame-pointer $san -Wall -Wextra ${WERROR:+-Werror} -Iinclude \
         $($cfg --includes) tests/stress/stress.c -o "$bin" \

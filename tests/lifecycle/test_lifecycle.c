@@ -236,18 +236,21 @@ static void end_interpreter(const char *name, const char *arg)
 Test(lifecycle, end_interpreter_with_a_cached_thread_state) { end_interpreter("end_cached", NULL); }
 Test(lifecycle, end_interpreter_with_a_callback_in_flight) { end_interpreter("end_inflight", NULL); }
 
-Test(lifecycle, end_own_gil_interpreter_with_a_cached_thread_state)
+static void end_own_gil_interpreter(const char *name)
 {
     if (!own_gil_available())
         cr_skip_test("own-GIL interpreters need CPython 3.12+");
-    end_interpreter("end_cached", "own");
+    end_interpreter(name, "own");
+}
+
+Test(lifecycle, end_own_gil_interpreter_with_a_cached_thread_state)
+{
+    end_own_gil_interpreter("end_cached");
 }
 
 Test(lifecycle, end_own_gil_interpreter_with_a_callback_in_flight)
 {
-    if (!own_gil_available())
-        cr_skip_test("own-GIL interpreters need CPython 3.12+");
-    end_interpreter("end_inflight", "own");
+    end_own_gil_interpreter("end_inflight");
 }
 
 /* The drain is bounded: a callback that outlives GILSHIM_DRAIN_MS is
