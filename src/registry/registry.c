@@ -12,56 +12,59 @@
  * is re-entered from CPython code the shim calls (destructors that call
  * PyGILState_Ensure), and must work from the first call of the first thread. */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct gs_interp *g_interps;
+static _Atomic(struct gs_interp *) g_interps;
 static struct gs_thread *g_threads;
 static size_t g_nthreads;
-static _Atomic uint64_t g_generation = 1;
+_Atomic uint64_t gs_generation_now = 1;
 static _Atomic size_t g_nrows;
 
 static pthread_key_t g_key;
 static _Atomic int g_key_state;  /* 0 none, 1 creating, 2 ready */
-static __thread struct gs_thread *tl_self;
+GS_TLS struct gs_thread *gs_tl_self;
 static gs_thread_reaper g_reaper;
 
 void gs_registry_lock(void) { pthread_mutex_lock(&g_lock); }
 void gs_registry_unlock(void) { pthread_mutex_unlock(&g_lock); }
-uint64_t gs_generation(void) { return atomic_load(&g_generation); }
 void gs_set_thread_reaper(gs_thread_reaper fn) { g_reaper = fn; }
 
 void gs_runtime_ended(void)
 {
     gs_registry_lock();
-    for (struct gs_interp *in = g_interps; in; in = in->next) {
+    for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next) {
         atomic_store(&in->state, GS_DEAD);
-        in->ptr = NULL;
+        __atomic_store_n(&in->ptr, NULL, __ATOMIC_RELAXED);
     }
     /* Rows of a finished runtime point to freed memory: mark them dead so
      * no thread, exiting or not, touches them. */
     for (struct gs_thread *t = g_threads; t; t = t->next_thread)
         for (size_t i = 0; i < t->nrows; i++)
             atomic_store(&t->rows[i]->state, GS_ROW_DEAD);
-    atomic_fetch_add(&g_generation, 1);
+    atomic_fetch_add(&gs_generation_now, 1);
     gs_registry_unlock();
+}
+
+static struct gs_interp *find_ptr(struct gs_interp *in, void *ptr, uint64_t gen)
+{
+    for (; in; in = in->next)
+        if (__atomic_load_n(&in->ptr, __ATOMIC_RELAXED) == ptr && in->generation == gen &&
+            atomic_load(&in->state) != GS_DEAD)
+            return in;
+    return NULL;
 }
 
 struct gs_interp *gs_interp_find_ptr(void *ptr)
 {
-    uint64_t gen = gs_generation();
-    gs_registry_lock();
-    struct gs_interp *in = g_interps;
-    while (in && !(in->ptr == ptr && in->generation == gen &&
-                   atomic_load(&in->state) != GS_DEAD))
-        in = in->next;
-    gs_registry_unlock();
-    return in;
+    return find_ptr(atomic_load_explicit(&g_interps, memory_order_acquire), ptr, gs_generation());
 }
 
 struct gs_interp *gs_interp_intern(void *ptr, int64_t id)
 {
     uint64_t gen = gs_generation();
+    struct gs_interp *in = find_ptr(atomic_load_explicit(&g_interps, memory_order_acquire), ptr, gen);
+    if (in && in->id == id)
+        return in;
     gs_registry_lock();
-    struct gs_interp *in;
-    for (in = g_interps; in; in = in->next) {
+    for (in = atomic_load(&g_interps); in; in = in->next) {
         if (in->generation != gen || in->id != id)
             continue;
         if (in->ptr == ptr && atomic_load(&in->state) != GS_DEAD)
@@ -70,15 +73,15 @@ struct gs_interp *gs_interp_intern(void *ptr, int64_t id)
          * (no exit hook yet). Ids are never reused within a runtime, so
          * this cannot happen; be safe and retire the stale entry. */
         atomic_store(&in->state, GS_DEAD);
-        in->ptr = NULL;
+        __atomic_store_n(&in->ptr, NULL, __ATOMIC_RELAXED);
     }
     if (!in && (in = calloc(1, sizeof *in))) {
         in->ptr = ptr;
         in->id = id;
         in->generation = gen;
         atomic_init(&in->state, GS_ALIVE);
-        in->next = g_interps;
-        g_interps = in;
+        in->next = atomic_load(&g_interps);
+        atomic_store_explicit(&g_interps, in, memory_order_release);
     }
     gs_registry_unlock();
     return in;
@@ -86,18 +89,16 @@ struct gs_interp *gs_interp_intern(void *ptr, int64_t id)
 
 struct gs_interp *gs_interp_find_view(int64_t id, uint64_t gen)
 {
-    gs_registry_lock();
-    struct gs_interp *in = g_interps;
+    struct gs_interp *in = atomic_load_explicit(&g_interps, memory_order_acquire);
     while (in && !(in->id == id && in->generation == gen))
         in = in->next;
-    gs_registry_unlock();
     return in;
 }
 
 void gs_interp_foreach(void (*fn)(struct gs_interp *, void *), void *arg)
 {
     gs_registry_lock();
-    for (struct gs_interp *in = g_interps; in; in = in->next)
+    for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next)
         fn(in, arg);
     gs_registry_unlock();
 }
@@ -109,7 +110,7 @@ static void thread_destructor(void *p)
     struct gs_thread *t = p;
     if (!t)
         return;
-    /* Keep tl_self valid while the reaper runs: CPython may call back into
+    /* Keep gs_tl_self valid while the reaper runs: CPython may call back into
      * the shim (object finalizers calling PyGILState_Ensure). */
     t->in_teardown = 1;
     if (g_reaper)
@@ -131,13 +132,9 @@ static int key_ready(void)
     return atomic_load(&g_key_state) == 2;
 }
 
-struct gs_thread *gs_thread_peek(void) { return tl_self; }
-
-struct gs_thread *gs_thread_self(void)
+struct gs_thread *gs_thread_create(void)
 {
-    struct gs_thread *t = tl_self;
-    if (t)
-        return t;
+    struct gs_thread *t;
     if (!key_ready() || !(t = calloc(1, sizeof *t)))
         return NULL;
     t->tid = (pid_t)syscall(SYS_gettid);
@@ -150,7 +147,7 @@ struct gs_thread *gs_thread_self(void)
     g_nthreads++;
     gs_registry_unlock();
     pthread_setspecific(g_key, t);
-    tl_self = t;
+    gs_tl_self = t;
     return t;
 }
 
@@ -180,8 +177,8 @@ void gs_thread_teardown(struct gs_thread *t)
     gs_registry_unlock();
     free(t->rows);
     free_chunks(t);
-    if (tl_self == t) {
-        tl_self = NULL;
+    if (gs_tl_self == t) {
+        gs_tl_self = NULL;
         if (atomic_load(&g_key_state) == 2)
             pthread_setspecific(g_key, NULL);
     }
@@ -195,7 +192,7 @@ void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp)
      * CPython, which PyOS_AfterFork_Child deletes along with every
      * sub-interpreter, so forget them without touching them. */
     pthread_mutex_init(&g_lock, NULL);
-    struct gs_thread *t = g_threads, *keep = tl_self;
+    struct gs_thread *t = g_threads, *keep = gs_tl_self;
     while (t) {
         struct gs_thread *n = t->next_thread;
         if (t != keep) {
@@ -211,10 +208,10 @@ void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp)
     g_threads = keep;
     g_nthreads = keep ? 1 : 0;
     uint64_t gen = gs_generation();
-    for (struct gs_interp *in = g_interps; in; in = in->next)
+    for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next)
         if (in->generation == gen && (!keep_interp || in->ptr != keep_interp)) {
             atomic_store(&in->state, GS_DEAD);
-            in->ptr = NULL;
+            __atomic_store_n(&in->ptr, NULL, __ATOMIC_RELAXED);
         }
     if (keep) {
         keep->next_thread = keep->prev_thread = NULL;
@@ -238,11 +235,8 @@ size_t gs_thread_count(void)
 
 /* --- rows --- */
 
-struct gs_row *gs_row_find(struct gs_thread *t, struct gs_interp *in)
+struct gs_row *gs_row_scan(struct gs_thread *t, struct gs_interp *in)
 {
-    struct gs_row *r = t->last_row;
-    if (r && r->interp == in)
-        return r;
     for (size_t i = 0; i < t->nrows; i++)
         if (t->rows[i]->interp == in) {
             t->last_row = t->rows[i];
@@ -253,9 +247,10 @@ struct gs_row *gs_row_find(struct gs_thread *t, struct gs_interp *in)
 
 struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstate, int state)
 {
-    struct gs_row *r = calloc(1, sizeof *r);
+    struct gs_row *r = aligned_alloc(GS_CACHE_LINE, sizeof *r);
     if (!r)
         return NULL;
+    memset(r, 0, sizeof *r);
     r->interp = in;
     r->tstate = tstate;
     atomic_init(&r->state, state);
@@ -282,6 +277,9 @@ int gs_row_is_mine(struct gs_thread *t, void *tstate)
 {
     if (!t || !tstate)
         return 0;
+    struct gs_row *r = t->last_row;
+    if (r && r->tstate == tstate)
+        return atomic_load(&r->state) != GS_ROW_DEAD;
     for (size_t i = 0; i < t->nrows; i++)
         if (t->rows[i]->tstate == tstate && atomic_load(&t->rows[i]->state) != GS_ROW_DEAD)
             return 1;
@@ -296,6 +294,8 @@ void gs_row_prune(struct gs_thread *t)
         if (atomic_load(&t->rows[i]->state) == GS_ROW_DEAD) {
             if (t->last_row == t->rows[i])
                 t->last_row = NULL;
+            if (t->fast_row == t->rows[i])
+                t->fast_row = NULL;
             free(t->rows[i]);
             atomic_fetch_sub(&g_nrows, 1);
         } else {
@@ -336,7 +336,7 @@ size_t gs_registry_bytes(void)
 
 /* --- frames --- */
 
-static struct gs_frame *frame_at(struct gs_thread *t, size_t i, int grow)
+struct gs_frame *gs_frame_slot(struct gs_thread *t, size_t i, int grow)
 {
     struct gs_frame_chunk *c = &t->first_chunk;
     while (i >= GS_FRAME_CHUNK) {
@@ -350,38 +350,9 @@ static struct gs_frame *frame_at(struct gs_thread *t, size_t i, int grow)
     return &c->f[i];
 }
 
-struct gs_frame *gs_frame_push(struct gs_thread *t)
-{
-    struct gs_frame *f = t->depth < GS_FRAME_CHUNK ? &t->first_chunk.f[t->depth]
-                                                   : frame_at(t, t->depth, 1);
-    if (!f)
-        return NULL;
-    memset(f, 0, sizeof *f);
-    f->serial = ++t->serial;
-    t->depth++;
-    return f;
-}
-
-struct gs_frame *gs_frame_top(struct gs_thread *t)
-{
-    if (!t || !t->depth)
-        return NULL;
-    size_t i = t->depth - 1;
-    return i < GS_FRAME_CHUNK ? &t->first_chunk.f[i] : frame_at(t, i, 0);
-}
-
-void gs_frame_pop(struct gs_thread *t)
-{
-    struct gs_frame *f = gs_frame_top(t);
-    if (f) {
-        f->kind = GS_FRAME_FREE;
-        t->depth--;
-    }
-}
-
 struct gs_frame *gs_frame_at(struct gs_thread *t, size_t i)
 {
-    return t && i < t->depth ? frame_at(t, i, 0) : NULL;
+    return t && i < t->depth ? gs_frame_slot(t, i, 0) : NULL;
 }
 
 int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx)
@@ -404,15 +375,7 @@ int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx)
 
 /* --- GIL-released regions --- */
 
-void gs_released_push(struct gs_thread *t, void *tstate)
-{
-    if (t->nreleased < GS_RELEASED_MAX)
-        t->released[t->nreleased++] = tstate;
-    else
-        t->released_overflow++;
-}
-
-void gs_released_restore(struct gs_thread *t, void *tstate)
+void gs_released_restore_slow(struct gs_thread *t, void *tstate)
 {
     if (t->released_overflow && t->nreleased == GS_RELEASED_MAX) {
         /* Regions past the bound were counted, not kept: close the
@@ -424,11 +387,6 @@ void gs_released_restore(struct gs_thread *t, void *tstate)
     while (i && t->released[i - 1] != tstate)
         i--;
     t->nreleased = i ? i - 1 : 0;
-}
-
-void *gs_released_top(const struct gs_thread *t)
-{
-    return t && t->nreleased ? t->released[t->nreleased - 1] : NULL;
 }
 
 /* --- routing --- */

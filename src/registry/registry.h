@@ -19,6 +19,10 @@
 #include <sys/types.h>
 
 #define GS_HIDDEN __attribute__((visibility("hidden")))
+/* Thread-locals are read on every interposed call. initial-exec makes each
+ * read one instruction instead of a __tls_get_addr call; the few bytes come
+ * from the static TLS surplus glibc keeps for libraries loaded later. */
+#define GS_TLS __thread __attribute__((tls_model("initial-exec")))
 
 enum gs_interp_state { GS_ALIVE = 0, GS_ENDING = 1, GS_DEAD = 2 };
 
@@ -26,13 +30,14 @@ enum gs_interp_state { GS_ALIVE = 0, GS_ENDING = 1, GS_DEAD = 2 };
  * pointer to it (kept in a child thread's TLS, say) never dangles; its
  * state says whether ptr may still be used. */
 struct gs_interp {
-    void *ptr;                 /* PyInterpreterState *, only while ALIVE */
+    void *ptr;                 /* PyInterpreterState *, only while ALIVE;
+                                  read lock-free with __atomic builtins */
     int64_t id;
     uint64_t generation;
     _Atomic int state;
     int hook_registered;       /* its exit hook is in place (under lock) */
     _Atomic long in_flight;    /* diagnose mode: stock Ensures running in it */
-    struct gs_interp *next;
+    struct gs_interp *next;    /* set before the entry is published, then fixed */
 };
 
 /*
@@ -48,11 +53,14 @@ struct gs_interp {
  */
 enum gs_row_state { GS_ROW_IDLE = 0, GS_ROW_BUSY = 1, GS_ROW_DEAD = 2 };
 
+/* Each row has a cache line to itself: its owner writes state twice per
+ * callback, and rows of threads running in parallel must not share one. */
+#define GS_CACHE_LINE 64
 struct gs_row {
     struct gs_interp *interp;
     void *tstate;
     _Atomic int state;
-};
+} __attribute__((aligned(GS_CACHE_LINE)));
 
 /* Which rule picked the interpreter (README "Routing rules"). */
 enum gs_rule {
@@ -73,26 +81,28 @@ enum gs_frame_kind {
     GS_FRAME_SWITCH,        /* explicit: detached prev, attached a row; swap back */
 };
 
+/* The fast paths (src/shim/route.c) write only the members their kind
+ * uses; prev and counted are read only for the kinds and mode that set them. */
 struct gs_frame {
     int kind;               /* gs_frame_kind */
-    int rule;               /* gs_rule */
     int returned;           /* PyGILState_STATE handed out */
     int explicit_api;       /* from gilshim_ensure: a token */
     void *tstate;           /* attached by/at this Ensure */
     void *prev;             /* SWITCH: tstate to re-attach on release */
-    struct gs_row *row;
+    struct gs_row *row;     /* ROW, SWITCH */
     const void *caller;     /* return address of the Ensure call */
     struct gs_interp *counted;  /* diagnose mode: whose in_flight it counts */
-    unsigned long serial;   /* distinguishes reuses of the slot */
 };
 
-#define GS_FRAME_CHUNK 32
+/* Eight open Ensures inline in the thread record; deeper nesting (rare)
+ * allocates more chunks of eight. */
+#define GS_FRAME_CHUNK 8
 struct gs_frame_chunk {
     struct gs_frame f[GS_FRAME_CHUNK];
     struct gs_frame_chunk *next;
 };
 
-#define GS_RELEASED_MAX 32
+#define GS_RELEASED_MAX 16
 
 struct gs_thread {
     pid_t tid;
@@ -100,10 +110,12 @@ struct gs_thread {
     struct gs_row **rows;
     size_t nrows, caprows;
     struct gs_row *last_row;          /* hot-path cache */
+    /* the row rules 3-5 last gave this thread: the fast path's guess,
+     * cleared when the binding changes or the row goes */
+    struct gs_row *fast_row;
     /* Ensure frames: chunks never move, so a frame can be a token */
     struct gs_frame_chunk first_chunk;
     size_t depth;
-    unsigned long serial;
     /* GIL-released regions opened through PyEval_SaveThread, innermost
      * last; deeper nesting than GS_RELEASED_MAX is counted, not kept */
     void *released[GS_RELEASED_MAX];
@@ -124,11 +136,17 @@ struct gs_thread {
 /* --- lifecycle of the registry itself --- */
 GS_HIDDEN void gs_registry_lock(void);
 GS_HIDDEN void gs_registry_unlock(void);
-GS_HIDDEN uint64_t gs_generation(void);
+GS_HIDDEN extern _Atomic uint64_t gs_generation_now;
+static inline uint64_t gs_generation(void)
+{
+    return atomic_load_explicit(&gs_generation_now, memory_order_acquire);
+}
 /* The runtime has gone: every interpreter DEAD, a new generation begins. */
 GS_HIDDEN void gs_runtime_ended(void);
 
-/* --- interpreters --- */
+/* --- interpreters ---
+ * Entries are only ever prepended and never freed, so the finders walk the
+ * list without the lock. */
 /* Find or add the entry for ptr in the current generation; NULL on ENOMEM. */
 GS_HIDDEN struct gs_interp *gs_interp_intern(void *ptr, int64_t id);
 GS_HIDDEN struct gs_interp *gs_interp_find_ptr(void *ptr);
@@ -136,10 +154,16 @@ GS_HIDDEN struct gs_interp *gs_interp_find_view(int64_t id, uint64_t gen);
 GS_HIDDEN void gs_interp_foreach(void (*fn)(struct gs_interp *, void *), void *arg);
 
 /* --- threads --- */
+GS_HIDDEN extern GS_TLS struct gs_thread *gs_tl_self;
+GS_HIDDEN struct gs_thread *gs_thread_create(void);
 /* The calling thread's record, or NULL if it has none yet. */
-GS_HIDDEN struct gs_thread *gs_thread_peek(void);
+static inline struct gs_thread *gs_thread_peek(void) { return gs_tl_self; }
 /* The calling thread's record, created on first use; NULL on ENOMEM. */
-GS_HIDDEN struct gs_thread *gs_thread_self(void);
+static inline struct gs_thread *gs_thread_self(void)
+{
+    struct gs_thread *t = gs_tl_self;
+    return __builtin_expect(t != NULL, 1) ? t : gs_thread_create();
+}
 /* Called by the thread-exit destructor before the record is freed, to
  * destroy the thread's live rows. Set by the shim. */
 typedef void (*gs_thread_reaper)(struct gs_thread *);
@@ -153,7 +177,12 @@ GS_HIDDEN void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp
 GS_HIDDEN size_t gs_thread_count(void);
 
 /* --- rows --- */
-GS_HIDDEN struct gs_row *gs_row_find(struct gs_thread *t, struct gs_interp *in);
+GS_HIDDEN struct gs_row *gs_row_scan(struct gs_thread *t, struct gs_interp *in);
+static inline struct gs_row *gs_row_find(struct gs_thread *t, struct gs_interp *in)
+{
+    struct gs_row *r = t->last_row;
+    return r && r->interp == in ? r : gs_row_scan(t, in);
+}
 /* A new row in the given gs_row_state; stable address; NULL on ENOMEM. */
 GS_HIDDEN struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstate,
                                   int state);
@@ -170,22 +199,65 @@ GS_HIDDEN size_t gs_row_count(void);
 GS_HIDDEN size_t gs_registry_bytes(void);
 
 /* --- frames --- */
-GS_HIDDEN struct gs_frame *gs_frame_push(struct gs_thread *t);
-GS_HIDDEN struct gs_frame *gs_frame_top(struct gs_thread *t);
-GS_HIDDEN void gs_frame_pop(struct gs_thread *t);
+GS_HIDDEN struct gs_frame *gs_frame_slot(struct gs_thread *t, size_t i, int grow);
+/* A zeroed frame on top of t's stack; NULL on ENOMEM. */
+static inline struct gs_frame *gs_frame_push(struct gs_thread *t)
+{
+    struct gs_frame *f = __builtin_expect(t->depth < GS_FRAME_CHUNK, 1)
+                             ? &t->first_chunk.f[t->depth]
+                             : gs_frame_slot(t, t->depth, 1);
+    if (f) {
+        *f = (struct gs_frame){0};
+        t->depth++;
+    }
+    return f;
+}
+static inline struct gs_frame *gs_frame_top(struct gs_thread *t)
+{
+    if (!t || !t->depth)
+        return NULL;
+    size_t i = t->depth - 1;
+    return __builtin_expect(i < GS_FRAME_CHUNK, 1) ? &t->first_chunk.f[i] : gs_frame_slot(t, i, 0);
+}
+static inline void gs_frame_pop(struct gs_thread *t)
+{
+    struct gs_frame *f = gs_frame_top(t);
+    if (f) {
+        f->kind = GS_FRAME_FREE;
+        t->depth--;
+    }
+}
 /* The open frame at depth index i (0: outermost), or NULL. */
 GS_HIDDEN struct gs_frame *gs_frame_at(struct gs_thread *t, size_t i);
 /* 1 if f is a live frame of t (a valid token); its depth index in *idx. */
 GS_HIDDEN int gs_frame_lookup(struct gs_thread *t, const struct gs_frame *f, size_t *idx);
 
 /* --- GIL-released regions --- */
-GS_HIDDEN void gs_released_push(struct gs_thread *t, void *tstate);
+static inline void gs_released_push(struct gs_thread *t, void *tstate)
+{
+    if (__builtin_expect(t->nreleased < GS_RELEASED_MAX, 1))
+        t->released[t->nreleased++] = tstate;
+    else
+        t->released_overflow++;
+}
 /* The thread attaches tstate (PyEval_RestoreThread). If tstate opened one
  * of the open regions, that region and the ones inside it are closed;
  * otherwise the thread switched to another thread state and every open
  * region is abandoned: attached now, it has none until it detaches again. */
-GS_HIDDEN void gs_released_restore(struct gs_thread *t, void *tstate);
-GS_HIDDEN void *gs_released_top(const struct gs_thread *t);
+GS_HIDDEN void gs_released_restore_slow(struct gs_thread *t, void *tstate);
+static inline void gs_released_restore(struct gs_thread *t, void *tstate)
+{
+    /* the common case: the innermost region closes */
+    if (__builtin_expect(t->nreleased && !t->released_overflow &&
+                         t->released[t->nreleased - 1] == tstate, 1))
+        t->nreleased--;
+    else
+        gs_released_restore_slow(t, tstate);
+}
+static inline void *gs_released_top(const struct gs_thread *t)
+{
+    return t && t->nreleased ? t->released[t->nreleased - 1] : NULL;
+}
 
 /* --- the pure routing decision --- */
 struct gs_route_in {

@@ -7,7 +7,7 @@
 
 #include <stdatomic.h>
 
-static __thread int tl_error;
+static GS_TLS int tl_error;
 
 static int fail(int err)
 {
@@ -134,7 +134,6 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
         return fail(GILSHIM_ENOMEM), NULL;
     f->explicit_api = 1;
     f->caller = __builtin_return_address(0);
-    f->rule = GS_RULE_BOUND;
     PyThreadState *att = gs_py_attached();
     int err = 0;
     if (att && py.ThreadState_GetInterpreter(att) == in->ptr) {
@@ -210,12 +209,15 @@ GS_EXPORT int gilshim_bind_thread(gilshim_view v)
     if (!self)
         return fail(GILSHIM_ENOMEM);
     self->bound = in;
+    self->fast_row = NULL;
     return tl_error = GILSHIM_OK;
 }
 
 GS_EXPORT void gilshim_unbind_thread(void)
 {
     struct gs_thread *self = gs_thread_peek();
-    if (self)
+    if (self) {
         self->bound = NULL;
+        self->fast_row = NULL;
+    }
 }

@@ -83,6 +83,8 @@ static void read_config(void)
     }
 }
 
+int gs_config_final(void) { return atomic_load_explicit(&g_cfg_state, memory_order_acquire) == 2; }
+
 const struct gs_config *gs_config(void)
 {
     int s = atomic_load_explicit(&g_cfg_state, memory_order_acquire);

@@ -8,6 +8,8 @@
 #ifndef GILSHIM_CPYTHON_H
 #define GILSHIM_CPYTHON_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,15 +91,40 @@ GS_EXPORT int PyGILState_Check(void);
 GS_EXPORT void *PyEval_SaveThread(void);
 GS_EXPORT void PyEval_RestoreThread(void *tstate);
 
-/* <= 3.11: whether t, the process-wide current tstate, is this thread's. */
+/* CPython's gilstate TSS slot ("autoTSSkey"), once found (lifecycle.c):
+ * read directly it costs one pthread_getspecific instead of three calls. */
+GS_HIDDEN extern pthread_key_t gs_tss_key;
+GS_HIDDEN extern _Atomic int gs_tss_key_state;  /* 0 unknown, 1 found, 2 not found */
+
+GS_HIDDEN PyThreadState *gs_tss_get_slow(void);
+/* The thread state CPython has bound to the calling thread, attached or not
+ * (PyGILState_GetThisThreadState of the original). */
+static inline PyThreadState *gs_tss_get(void)
+{
+    if (__builtin_expect(atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1, 1))
+        return (PyThreadState *)pthread_getspecific(gs_tss_key);
+    return gs_tss_get_slow();
+}
+
+/* Clear the calling thread's TSS slot if it holds t (detached). */
+static inline void gs_unbind_tss(PyThreadState *t)
+{
+    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1 &&
+        pthread_getspecific(gs_tss_key) == (void *)t)
+        pthread_setspecific(gs_tss_key, NULL);
+}
+
+/* <= 3.11: whether t, the process-wide current tstate, which is not the
+ * one bound to this thread, is this thread's all the same. */
 GS_HIDDEN PyThreadState *gs_attached_shared(PyThreadState *t);
 
 /* The tstate attached on the calling OS thread, or NULL. On <= 3.11 the
- * "current" tstate is process-wide (one GIL): see gs_attached_shared. */
+ * "current" tstate is process-wide (one GIL): the thread's bound tstate is
+ * stock's own test, then gs_attached_shared. */
 static inline PyThreadState *gs_py_attached(void)
 {
     PyThreadState *t = py.UncheckedGet();
-    if (t && py.thread_id_offset)
+    if (t && py.thread_id_offset && t != gs_tss_get())
         return gs_attached_shared(t);
     return t;
 }

@@ -17,10 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static _Atomic int g_finalizing;
+_Atomic int gs_finalizing;
 static _Atomic uint64_t g_atexit_generation;
+static _Atomic uint64_t g_atexit_ok;  /* generation whose runtime_exit is registered */
+_Atomic uint64_t gs_hooks_armed;
 
-int gs_runtime_finalizing(void) { return atomic_load_explicit(&g_finalizing, memory_order_acquire); }
+int gs_runtime_finalizing(void) { return atomic_load_explicit(&gs_finalizing, memory_order_acquire); }
 
 /*
  * CPython's gilstate TSS slot ("autoTSSkey"). Deleting a thread state that
@@ -29,15 +31,12 @@ int gs_runtime_finalizing(void) { return atomic_load_explicit(&g_finalizing, mem
  * not exported, so find it once: the only pthread key whose value on this
  * thread is the thread state CPython reports as this thread's.
  */
-static pthread_key_t g_tss_key;
-static _Atomic int g_tss_key_state;  /* 0 unknown, 1 found, 2 not found */
+pthread_key_t gs_tss_key;
+_Atomic int gs_tss_key_state;
 
-static void discover_tss_key(void)
+static void discover_tss_key_of(void *mine)
 {
-    if (atomic_load(&g_tss_key_state))
-        return;
-    void *mine = py.GILState_GetThisThreadState();
-    if (!mine)
+    if (atomic_load(&gs_tss_key_state) || !mine)
         return;
     int found = -1, n = 0;
     for (int k = 0; k < 1024; k++)
@@ -46,30 +45,34 @@ static void discover_tss_key(void)
             n++;
         }
     if (n == 1) {
-        g_tss_key = (pthread_key_t)found;
-        atomic_store(&g_tss_key_state, 1);
+        gs_tss_key = (pthread_key_t)found;
+        atomic_store(&gs_tss_key_state, 1);
     } else {
-        atomic_store(&g_tss_key_state, 2);
+        atomic_store(&gs_tss_key_state, 2);
         gs_log(GS_LOG_INFO, "CPython's thread-state key not identified (%d candidates); "
                "threads whose cached state an interpreter end deletes keep a stale slot", n);
     }
 }
 
-void gs_unbind_tss(PyThreadState *t)
+static void discover_tss_key(void) { discover_tss_key_of(py.GILState_GetThisThreadState()); }
+
+PyThreadState *gs_tss_get_slow(void)
 {
-    if (atomic_load_explicit(&g_tss_key_state, memory_order_relaxed) == 1 &&
-        pthread_getspecific(g_tss_key) == (void *)t)
-        pthread_setspecific(g_tss_key, NULL);
+    PyThreadState *mine = py.GILState_GetThisThreadState();
+    /* the first thread seen with a bound state finds the key for all */
+    if (mine && !atomic_load_explicit(&gs_tss_key_state, memory_order_relaxed))
+        discover_tss_key_of(mine);
+    return mine;
 }
 
 void gs_fix_stale_tss(struct gs_thread *self)
 {
     atomic_store(&self->stale_tss, NULL);
-    if (atomic_load(&g_tss_key_state) == 1) {
-        void *v = pthread_getspecific(g_tss_key);
+    if (atomic_load(&gs_tss_key_state) == 1) {
+        void *v = pthread_getspecific(gs_tss_key);
         for (size_t i = 0; v && i < self->nrows; i++)
             if (atomic_load(&self->rows[i]->state) == GS_ROW_DEAD && self->rows[i]->tstate == v) {
-                pthread_setspecific(g_tss_key, NULL);
+                pthread_setspecific(gs_tss_key, NULL);
                 break;
             }
     }
@@ -78,12 +81,12 @@ void gs_fix_stale_tss(struct gs_thread *self)
 
 void gs_delete_foreign_tstate(PyThreadState *t)
 {
-    int have_key = atomic_load(&g_tss_key_state) == 1;
-    void *saved = have_key ? pthread_getspecific(g_tss_key) : NULL;
+    int have_key = atomic_load(&gs_tss_key_state) == 1;
+    void *saved = have_key ? pthread_getspecific(gs_tss_key) : NULL;
     py.ThreadState_Clear(t);
     py.ThreadState_Delete(t);
-    if (have_key && saved != (void *)t && pthread_getspecific(g_tss_key) != saved)
-        pthread_setspecific(g_tss_key, saved);
+    if (have_key && saved != (void *)t && pthread_getspecific(gs_tss_key) != saved)
+        pthread_setspecific(gs_tss_key, saved);
 }
 
 /* --- the sweep of one ending interpreter --- */
@@ -207,7 +210,7 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
             py.ThreadState_DeleteCurrent();
             py.RestoreThread(back);
         }
-        atomic_store(&g_finalizing, 1);
+        atomic_store(&gs_finalizing, 1);
         for (size_t i = 0; i < o.n; i++)
             atomic_store(&o.list[i]->state, GS_ENDING);
         sweep(in);
@@ -221,7 +224,7 @@ static void runtime_exit(void)
 {
     /* Last thing in Py_FinalizeEx: every tstate is freed. */
     gs_runtime_ended();
-    atomic_store(&g_finalizing, 0);
+    atomic_store(&gs_finalizing, 0);
 }
 
 void gs_place_exit_hook(struct gs_interp *in)
@@ -235,8 +238,8 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (done)
         return;
     uint64_t gen = gs_generation();
-    if (atomic_exchange(&g_atexit_generation, gen) != gen)
-        py.AtExit(runtime_exit);
+    if (atomic_exchange(&g_atexit_generation, gen) != gen && py.AtExit(runtime_exit) == 0)
+        atomic_store(&g_atexit_ok, gen);
     discover_tss_key();
 
     PyObject *mod = py.Import_ImportModule("atexit"), *fn = NULL, *reg = NULL, *res = NULL;
@@ -247,6 +250,10 @@ void gs_place_exit_hook(struct gs_interp *in)
         py.Err_Clear();
         gs_log(GS_LOG_WARN, "could not register the exit hook of interpreter %lld; "
                "ending it while foreign threads hold cached states will fail", (long long)in->id);
+    } else if (in->ptr == py.InterpreterState_Main() && atomic_load(&g_atexit_ok) == gen) {
+        /* Both hooks in place: finalization will be seen before any thread
+         * state is freed, and the fast path may rely on that. */
+        atomic_store(&gs_hooks_armed, gen);
     }
     if (res) py.DecRef(res);
     if (reg) py.DecRef(reg);

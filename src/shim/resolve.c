@@ -27,10 +27,7 @@ static unsigned long racy_owner(const PyThreadState *t)
 
 PyThreadState *gs_attached_shared(PyThreadState *t)
 {
-    /* The thread's CPython-bound state: stock's own test, no dereference. */
-    if (t == py.GILState_GetThisThreadState())
-        return t;
-    /* Otherwise t may be another thread's, which that thread can delete at
+    /* t may be another thread's, which that thread can delete at
      * any moment. If t is ours, no other thread can change the current
      * tstate while we read; if it changed, t was not ours. */
     if (racy_owner(t) != gs_self_ident() || py.UncheckedGet() != t)

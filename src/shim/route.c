@@ -12,19 +12,39 @@
 #include <stdlib.h>
 
 /* Rule 4: set in a new thread before its start routine runs. */
-__thread struct gs_interp *gs_tl_creator;
-__thread struct gs_creator gs_tl_creator_info;
+GS_TLS struct gs_interp *gs_tl_creator;
+GS_TLS struct gs_creator gs_tl_creator_info;
 
 static _Atomic(struct gs_interp *) g_main;
 
-/* GILSHIM_MODE in force, or GS_MODE_OFF when the shim cannot route here. */
-static inline int active_mode(void)
+/* What every interposed call asks first, cached in one word once the
+ * answer is final: the GILSHIM_MODE in force (GS_MODE_OFF when the shim
+ * cannot route here), and whether route decisions are logged. */
+#define HOT_DEBUG 0x10
+static _Atomic int g_hot = -1;
+
+__attribute__((noinline)) static int hot_slow(void)
 {
     int s = gs_py_state();
-    if (__builtin_expect(s == GS_PY_UNKNOWN, 0))
+    if (s == GS_PY_UNKNOWN)
         s = gs_py_resolve();
-    return s == GS_PY_PRESENT ? gs_config()->mode : GS_MODE_OFF;
+    const struct gs_config *c = gs_config();
+    int hot = (s == GS_PY_PRESENT ? c->mode : GS_MODE_OFF) |
+              (c->log_level >= GS_LOG_DEBUG ? HOT_DEBUG : 0);
+    /* Not final while CPython is unresolved or the configuration is still
+     * being read (a re-entrant call sees the defaults). */
+    if (s != GS_PY_UNKNOWN && gs_config_final())
+        atomic_store_explicit(&g_hot, hot, memory_order_release);
+    return hot;
 }
+
+static inline int hot(void)
+{
+    int h = atomic_load_explicit(&g_hot, memory_order_acquire);
+    return __builtin_expect(h >= 0, 1) ? h : hot_slow();
+}
+
+static inline int active_mode(void) { return hot() & ~HOT_DEBUG; }
 
 static inline int routing(void) { return active_mode() == GS_MODE_ROUTE; }
 
@@ -72,9 +92,9 @@ static int still_listed(struct gs_interp *in)
 /* The thread's CPython-bound tstate when it is not one of our rows: a
  * GIL-released region CPython knows of but the shim did not see open
  * (it was opened inside libpython, or before the shim was loaded). */
-static PyThreadState *stock_released(struct gs_thread *self)
+static inline PyThreadState *stock_released(struct gs_thread *self)
 {
-    PyThreadState *g = py.GILState_GetThisThreadState();
+    PyThreadState *g = gs_tss_get();
     return g && !gs_row_is_mine(self, g) ? g : NULL;
 }
 
@@ -127,7 +147,7 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
     return r;
 }
 
-void gs_row_detach(struct gs_row *r)
+static inline void row_detach(struct gs_row *r)
 {
     py.SaveThread();
     /* 3.12+ binds the gilstate TSS slot to the last attached tstate and,
@@ -138,15 +158,22 @@ void gs_row_detach(struct gs_row *r)
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
+void gs_row_detach(struct gs_row *r) { row_detach(r); }
+
 struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
 {
     /* A binding or creator from a runtime since finalized names nothing:
      * after Py_Initialize again the thread is as new. */
     uint64_t gen = gs_generation();
-    if (self && self->bound && self->bound->generation != gen)
+    if (self && self->bound && self->bound->generation != gen) {
         self->bound = NULL;
-    if (gs_tl_creator && gs_tl_creator->generation != gen)
+        self->fast_row = NULL;
+    }
+    if (gs_tl_creator && gs_tl_creator->generation != gen) {
         gs_tl_creator = NULL;
+        if (self)
+            self->fast_row = NULL;
+    }
     struct gs_route_in in = {attached, NULL, self ? self->bound : NULL, gs_tl_creator};
     if (!attached && !(in.released = gs_released_top(self)))
         in.released = stock_released(self);
@@ -164,7 +191,8 @@ const char *gs_rule_name(int rule)
  * Py_FinalizeEx, not before Py_Initialize. */
 static _Atomic int g_runtime_seen;
 
-int gs_ensure(const void *caller)
+/* Out of line, so that the fast paths below stay lean. */
+__attribute__((noinline)) static int ensure_general(const void *caller)
 {
     int mode = active_mode();
     if (mode != GS_MODE_ROUTE) {
@@ -175,12 +203,15 @@ int gs_ensure(const void *caller)
                     atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
                 return gs_diagnose_ensure(caller);
             }
-            if (seen)
+            /* attached: a nested call from code Py_FinalizeEx runs */
+            if (seen && !gs_py_attached())
                 gs_diagnose_late_ensure(caller, !py.IsInitialized());
         }
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
-    if (__builtin_expect(!py.IsInitialized(), 0)) {
+    /* Py_FinalizeEx clears "initialized" before it runs finalizers and
+     * clears modules: a thread attached then is still nesting. */
+    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached()) {
         if (atomic_load_explicit(&g_runtime_seen, memory_order_relaxed))
             gs_fail_safe("PyGILState_Ensure after Py_FinalizeEx", caller);
         return py.GILState_Ensure();
@@ -199,7 +230,6 @@ int gs_ensure(const void *caller)
         gs_fail_safe("out of memory for an Ensure frame", caller);
     f->caller = caller;
     struct gs_route route = gs_route_for(self, att);
-    f->rule = route.rule;
     if (route.rule == GS_RULE_ATTACHED) {
         f->kind = GS_FRAME_NESTED;
         f->tstate = att;
@@ -230,7 +260,8 @@ int gs_ensure(const void *caller)
     f->kind = GS_FRAME_ROW;
     f->row = r;
     f->tstate = r->tstate;
-    if (__builtin_expect(gs_config()->log_level >= GS_LOG_DEBUG, 0)) {
+    self->fast_row = r;  /* rules 3-5 picked it: next time, take it at once */
+    if (__builtin_expect(hot() & HOT_DEBUG, 0)) {
         char where[256];
         char extra[768];
         int k = snprintf(extra, sizeof extra, "\"interpreter\":%lld,\"rule\":%d,",
@@ -299,7 +330,7 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
     }
 }
 
-void gs_release(int oldstate, const void *caller)
+__attribute__((noinline)) static void release_general(int oldstate, const void *caller)
 {
     int mode = active_mode();
     if (mode == GS_MODE_DIAGNOSE && py.IsInitialized()) {
@@ -317,7 +348,9 @@ void gs_release(int oldstate, const void *caller)
         py.GILState_Release(oldstate);
         return;
     }
-    if (f->kind != GS_FRAME_NESTED && gs_py_attached() != f->tstate) {
+    /* f->tstate is this thread's own, so the attached state (process-wide
+     * on <= 3.11) is f->tstate only if this thread has it attached. */
+    if (f->kind != GS_FRAME_NESTED && py.UncheckedGet() != f->tstate) {
         gs_release_mismatch("the thread state the matching Ensure attached is not attached any more",
                          oldstate, caller);
         gs_frame_pop(self);
@@ -325,6 +358,98 @@ void gs_release(int oldstate, const void *caller)
         return;
     }
     gs_frame_undo(self, f);
+}
+
+/*
+ * The fast paths. Most calls are one of two cases, and they are written out
+ * here so that they cost little more than the CPython calls they make
+ * (make bench): a thread already attached nests; a thread with nothing
+ * attached and no GIL-released region re-attaches the cached row that
+ * rules 3-5 pick for it. Anything else, or any doubt, takes the general
+ * path, which decides the same way with every case spelled out.
+ */
+
+int gs_ensure(const void *caller)
+{
+    struct gs_thread *self = gs_tl_self;
+    if (__builtin_expect(hot() != GS_MODE_ROUTE || !self ||
+                         atomic_load_explicit(&self->stale_tss, memory_order_relaxed), 0))
+        return ensure_general(caller);
+    PyThreadState *cur = py.UncheckedGet();
+    PyThreadState *bound = gs_tss_get();
+    struct gs_frame *f;
+    if (cur) {
+        /* Nested: attached on this thread (see gs_py_attached). */
+        if (__builtin_expect(!(cur == bound || !py.thread_id_offset || gs_attached_shared(cur)) ||
+                             self->depth >= GS_FRAME_CHUNK, 0))
+            return ensure_general(caller);
+        f = &self->first_chunk.f[self->depth++];
+        f->kind = GS_FRAME_NESTED;
+        f->returned = GS_PyGILState_LOCKED;
+        f->explicit_api = 0;
+        f->tstate = cur;
+        f->caller = caller;
+        return GS_PyGILState_LOCKED;
+    }
+    /* Rules 1-2 do not apply (nothing attached, no released region the
+     * shim saw or CPython has bound); rules 3-5 gave fast_row last time
+     * and their inputs have not changed since. */
+    struct gs_row *r = self->fast_row;
+    if (__builtin_expect(!r || self->nreleased /* overflow implies a full array */ ||
+                         (bound && bound != r->tstate) || self->depth >= GS_FRAME_CHUNK ||
+                         atomic_load_explicit(&gs_hooks_armed, memory_order_relaxed) !=
+                             gs_generation(), 0))
+        return ensure_general(caller);
+    int idle = GS_ROW_IDLE;
+    if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
+        return ensure_general(caller);
+    /* seq_cst after the CAS: see the protocol in registry.h */
+    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE ||
+                         atomic_load_explicit(&gs_finalizing, memory_order_acquire), 0)) {
+        atomic_store(&r->state, GS_ROW_IDLE);
+        return ensure_general(caller);
+    }
+    f = &self->first_chunk.f[self->depth++];
+    f->kind = GS_FRAME_ROW;
+    f->returned = GS_PyGILState_UNLOCKED;
+    f->explicit_api = 0;
+    f->tstate = r->tstate;
+    f->row = r;
+    f->caller = caller;
+    py.RestoreThread(r->tstate);
+    return GS_PyGILState_UNLOCKED;
+}
+
+void gs_release(int oldstate, const void *caller)
+{
+    struct gs_thread *self = gs_tl_self;
+    struct gs_frame *f;
+    if (__builtin_expect(hot() == GS_MODE_ROUTE && self && self->depth &&
+                         self->depth <= GS_FRAME_CHUNK, 1)) {
+        f = &self->first_chunk.f[self->depth - 1];
+        if (__builtin_expect(!f->explicit_api && f->returned == oldstate, 1)) {
+            if (f->kind == GS_FRAME_NESTED) {
+                f->kind = GS_FRAME_FREE;
+                self->depth--;
+                return;
+            }
+            /* f->tstate is this thread's own: attached (process-wide on
+             * <= 3.11) means attached by this thread. */
+            if (f->kind == GS_FRAME_ROW && py.UncheckedGet() == f->tstate) {
+                struct gs_row *r = f->row;
+                f->kind = GS_FRAME_FREE;
+                self->depth--;
+                /* Stock destroys the thread state here, and with it any
+                 * exception the callback left set; a reused one must not
+                 * carry it over. */
+                if (py.Err_Occurred())
+                    py.Err_Clear();
+                row_detach(r);
+                return;
+            }
+        }
+    }
+    release_general(oldstate, caller);
 }
 
 PyThreadState *gs_this_thread_state(void)
@@ -361,16 +486,14 @@ PyThreadState *gs_save_thread(void)
     return t;
 }
 
-void gs_restore_thread(PyThreadState *t)
+/* The rare work around an attach: a stale TSS slot to clear first, or
+ * exit hooks to place once attached. */
+__attribute__((noinline)) static void restore_slow(struct gs_thread *self, PyThreadState *t)
 {
-    struct gs_thread *self = NULL;
-    if (tracking() && (self = gs_thread_peek())) {
-        gs_released_restore(self, t);
-        if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
-            gs_fix_stale_tss(self);
-    }
-    ORIGINAL(RestoreThread, "PyEval_RestoreThread")(t);
-    if (self && self->pending_hook) {
+    if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
+        gs_fix_stale_tss(self);
+    py.RestoreThread(t);
+    if (self->pending_hook) {
         /* Attached again: place the hooks of interpreters it learnt of
          * while detached (see gs_creator_owner). */
         struct gs_interp *in = self->pending_hook;
@@ -380,6 +503,20 @@ void gs_restore_thread(PyThreadState *t)
     }
 }
 
+void gs_restore_thread(PyThreadState *t)
+{
+    struct gs_thread *self;
+    if (tracking() && (self = gs_thread_peek())) {
+        gs_released_restore(self, t);
+        if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
+                             self->pending_hook, 0)) {
+            restore_slow(self, t);
+            return;
+        }
+    }
+    ORIGINAL(RestoreThread, "PyEval_RestoreThread")(t);
+}
+
 struct gs_interp *gs_creator_owner(void)
 {
     if (!tracking() || !py.IsInitialized())
@@ -387,8 +524,12 @@ struct gs_interp *gs_creator_owner(void)
     struct gs_thread *self = gs_thread_self();
     struct gs_route route = gs_route_for(self, gs_py_attached());
     switch (route.rule) {
-    case GS_RULE_ATTACHED:
-        return gs_interp_of(route.tstate, 1);
+    case GS_RULE_ATTACHED: {
+        /* A thread made from main inherits nothing rule 5 would not give
+         * it: leave it unwrapped. */
+        struct gs_interp *in = gs_interp_of(route.tstate, 1);
+        return in == gs_main_interp() ? NULL : in;
+    }
     case GS_RULE_RELEASED: {
         struct gs_interp *in = gs_interp_of(route.tstate, 0);
         if (in && !in->hook_registered && self)

@@ -23,6 +23,8 @@ struct gs_config {
     int log_format;
 };
 GS_HIDDEN const struct gs_config *gs_config(void);
+/* 1 once gs_config() returns the values read from the environment. */
+GS_HIDDEN int gs_config_final(void);
 
 /* --- messages (README "Messages"): one line each, stderr or GILSHIM_LOG;
  * text "gilshim[pid:tid]: ..." or, with GILSHIM_LOG_FORMAT=json, one JSON
@@ -66,18 +68,16 @@ GS_HIDDEN struct gs_interp *gs_main_interp(void);
 GS_HIDDEN struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err);
 GS_HIDDEN void gs_row_detach(struct gs_row *r);
 GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
-/* Clear the calling thread's CPython TSS slot if it holds t (detached). */
-GS_HIDDEN void gs_unbind_tss(PyThreadState *t);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
-GS_HIDDEN extern __thread struct gs_interp *gs_tl_creator;
+GS_HIDDEN extern GS_TLS struct gs_interp *gs_tl_creator;
 /* Rule 4's creating thread, for diagnose mode's report. */
 struct gs_creator {
     pid_t tid;
     const void *site;  /* the pthread_create call */
     char name[16];     /* diagnose mode only */
 };
-GS_HIDDEN extern __thread struct gs_creator gs_tl_creator_info;
+GS_HIDDEN extern GS_TLS struct gs_creator gs_tl_creator_info;
 
 /* --- GILSHIM_MODE=diagnose (diagnose.c): stock outcome, reported --- */
 GS_HIDDEN int gs_diagnose_ensure(const void *caller);
@@ -105,6 +105,12 @@ GS_HIDDEN void gs_entry_RestoreThread(void *);
 GS_HIDDEN void gs_patch_loaded_objects(void);
 
 /* --- lifecycle (lifecycle.c) --- */
+/* The generation in which main's exit hook and the runtime's Py_AtExit
+ * hook are both registered: while it is current and the runtime is not
+ * finalizing, CPython is initialized and stays so until the shim hears. */
+GS_HIDDEN extern _Atomic uint64_t gs_hooks_armed;
+/* Set by main's exit hook when Py_FinalizeEx begins; gs_runtime_finalizing() */
+GS_HIDDEN extern _Atomic int gs_finalizing;
 GS_HIDDEN int gs_runtime_finalizing(void);
 /* Called attached to in: make sure in's exit hook is registered. */
 GS_HIDDEN void gs_place_exit_hook(struct gs_interp *in);

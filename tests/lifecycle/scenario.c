@@ -552,6 +552,43 @@ static int unbalanced(void)
     return 0;
 }
 
+/* Py_FinalizeEx clears "initialized" and only then clears modules: a
+ * destructor run then that calls PyGILState_Ensure (a common defensive
+ * habit) nests in an attached thread and must simply work. */
+static void capsule_gone(PyObject *capsule)
+{
+    (void)capsule;
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("finalizer: Ensure returned %s, initialized=%d", g == PyGILState_LOCKED ? "LOCKED" : "UNLOCKED",
+        Py_IsInitialized());
+    PyGILState_Release(g);
+}
+
+static void *touch(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static int finalizer(void)
+{
+    start("main");
+    pthread_t th;  /* a foreign thread first: the runtime is known to have run */
+    pthread_create(&th, NULL, touch, NULL);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    PyObject *cap = PyCapsule_New((void *)1, "gilshim.test", capsule_gone);
+    PyObject *main_mod = PyImport_AddModule("__main__");
+    PyObject_SetAttrString(main_mod, "_held", cap);
+    Py_DECREF(cap);
+    int rc = Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned %d", rc);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *name = argc > 1 ? argv[1] : "";
@@ -578,7 +615,9 @@ int main(int argc, char **argv)
         return fork_child();
     if (!strcmp(name, "unbalanced"))
         return unbalanced();
+    if (!strcmp(name, "finalizer"))
+        return finalizer();
     fprintf(stderr, "usage: %s after_finalize|finalize_busy|end_cached [own]|end_inflight [own]|"
-            "reinit|thread_exit|fork|unbalanced\n", argv[0]);
+            "reinit|thread_exit|fork|unbalanced|finalizer\n", argv[0]);
     return 2;
 }

@@ -325,6 +325,30 @@ Test(lifecycle, thread_exiting_inside_ensure_gives_the_gil_back)
               SHOW(g));
 }
 
+/* Py_FinalizeEx clears "initialized" before it clears modules: an object
+ * destroyed then whose destructor calls PyGILState_Ensure is a nested call
+ * on an attached thread, in every mode, not an Ensure after finalization.
+ * Debug logging takes the general path instead of the fast one. */
+Test(lifecycle, destructor_run_by_finalize_nests_as_in_stock)
+{
+    struct outcome *s = run("stock", "finalizer", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, "stock: " SHOW(s));
+    cr_assert(has(s->out, "finalizer: Ensure returned LOCKED, initialized=0"), "stock: " SHOW(s));
+    free(s);
+    const char *envs[][3] = {{NULL}, {"GILSHIM_LOG_LEVEL=debug", NULL},
+                             {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", NULL}};
+    for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
+        struct outcome *g = run("shim", "finalizer", NULL, envs[i], 20000);
+        clean_exit(g);
+        cr_assert(has(g->out, "finalizer: Ensure returned LOCKED, initialized=0"), SHOW(g));
+        cr_assert(has(g->out, "main: Py_FinalizeEx returned 0"), SHOW(g));
+        cr_assert(!has(g->err, "after Py_FinalizeEx") && !has(g->err, "while the runtime finalizes") &&
+                      !has(g->err, "ensure_after_finalize") && !has(g->err, "ensure_while_finalizing"),
+                  SHOW(g));
+        free(g);
+    }
+}
+
 /* --- GILSHIM_MODE=diagnose: stock's outcome, and a report of it --- */
 
 Test(lifecycle, diagnose_reports_ensure_after_finalize_and_keeps_stocks_crash)
