@@ -59,9 +59,12 @@ tsan:
 	WERROR=$(WERROR) tests/run-stress.sh tsan $(STRESS_SECONDS)
 valgrind: $(LIB)
 	WERROR=$(WERROR) tests/run-stress.sh valgrind $(STRESS_SECONDS)
-# Ratios, measured side by side (tests/run-bench.sh; a first version).
+# Issue 6's ratios per CPython, measured side by side, then callgrind
+# instruction counts (tests/run-bench.sh). About 5 minutes; BENCH_RUNS
+# processes per side, BENCH_IR=0 skips callgrind.
+BENCH_RUNS ?= 3
 bench: $(LIB)
-	tests/run-bench.sh
+	tests/run-bench.sh $(BENCH_RUNS)
 # All four, briefly: what CI runs after make test.
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2

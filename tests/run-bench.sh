@@ -1,35 +1,107 @@
 #!/bin/sh
-# A first benchmark (issue 6 will grow it): one foreign thread cycling
-# PyGILState_Ensure/Release, per CPython, in three processes run
-# alternately: GILSHIM_MODE=off (stock), route and diagnose, next to one
-# persistent thread state attached/detached (the limit). Best of 5 rounds
-# per process, best of RUNS processes; the table gives ratios.
-#   run-bench.sh [CYCLES [RUNS]]
+# Issue 6's benchmark (make bench). For every CPython, tests/bench/bench.c
+# runs RUNS times without the shim and RUNS times with libgilshim preloaded,
+# alternately; each key keeps its best run. Every ratio with a tight target
+# divides two loops measured in the same process, round by round (bench.c
+# reaches libpython's and libc's own definitions through their handles).
+# Then callgrind instruction counts for the same loops, which this shared
+# machine cannot make noisy, and pthread_create in a process without Python.
+#   run-bench.sh [RUNS [SCALE]]    BENCH_IR=0 skips callgrind
 set -eu
 cd "$(dirname "$0")/.."
-cycles=${1:-200000}
-runs=${2:-3}
+runs=${1:-3}
+scale=${2:-1}
+lib=$PWD/build/libgilshim.so
 . tests/pythons.sh
-printf '%-14s %9s %9s %9s %11s  %-16s %-18s %-16s\n' CPython "stock ns" "route ns" "diag ns" "persist ns" \
-    "stock/route" "route/persistent" "diagnose/stock"
+out=build/bench
+mem=
+mkdir -p "$out"
+
+best() {  # best FILE KEY [max]: the smallest (or largest) value of KEY
+    awk -v k="$2" -v m="${3:-min}" '$1 == k { if (!n++ || (m == "max" ? $2 > b : $2 < b)) b = $2 }
+        END { if (n) print b; else print "nan" }' "$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+echo "gilshim benchmark: $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%d); best of $runs runs per side"
+echo
+printf '%-12s %7s %7s %7s | %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s\n' CPython stock gilshim limit \
+    speed cycle nested sub flat pass thread par par
+printf '%-12s %7s %7s %7s | %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s\n' "" "ns" "ns" "ns" \
+    "x" "/lim" "/stock" "/lim" "8000/1" "Save/R" "create" "2/1" "stock"
+printf '%-12s %7s %7s %7s | %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s\n' "target" "" "" "" \
+    ">=4" "<=1.15" "<=1.25" "<=1.15" "<=1.2" "<=1.10" "<=1.10" ">=1.7" ""
 for cfg in $PYTHONS; do
     tag=$(py_tag "$cfg")
-    bin=build/cycle-$tag
-    cc -std=c11 -O2 -g -Wall -Wextra -Iinclude $($cfg --includes) tests/bench/cycle.c -o "$bin" \
-        -Lbuild -Wl,-rpath,"$PWD/build" -lgilshim $($cfg --ldflags --embed) -pthread
-    off=1e9 route=1e9 diag=1e9 pers=1e9
+    bin=build/bench-$tag
+    cc -std=c11 -O2 -g -Wall -Wextra ${WERROR:+-Werror} $($cfg --includes) tests/bench/bench.c -o "$bin" \
+        $($cfg --ldflags --embed) -Wl,-rpath,"$($cfg --prefix)/lib" -ldl -pthread
+    : >"$out/plain-$tag"
+    : >"$out/shim-$tag"
     i=0
     while [ $i -lt "$runs" ]; do
-        for m in off route diagnose; do
-            set -- $(GILSHIM_MODE=$m "$bin" "$cycles")
-            case $m in
-                off) off=$(echo "$off $2" | awk '{print ($2<$1)?$2:$1}')
-                     pers=$(echo "$pers $4" | awk '{print ($2<$1)?$2:$1}') ;;
-                route) route=$(echo "$route $2" | awk '{print ($2<$1)?$2:$1}') ;;
-                diagnose) diag=$(echo "$diag $2" | awk '{print ($2<$1)?$2:$1}') ;;
-            esac
-        done
+        "$bin" all "$scale" >>"$out/plain-$tag"
+        LD_PRELOAD=$lib "$bin" all "$scale" >>"$out/shim-$tag"
         i=$((i + 1))
     done
-    echo "$tag $off $route $diag $pers" | awk '{printf "%-14s %9.0f %9.0f %9.0f %11.0f  %-16.2f %-18.2f %-16.2f\n", $1, $2, $3, $4, $5, $2/$3, $3/$5, $4/$2}'
+    p=$out/plain-$tag s=$out/shim-$tag
+    stock=$(best "$p" cycle) cyc=$(best "$s" cycle) lim=$(best "$s" persistent_real)
+    printf '%-12s %7.0f %7.0f %7.0f | %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s %-6s\n' "$tag" \
+        "$stock" "$cyc" "$lim" \
+        "$(ratio "$stock" "$cyc")" "$(ratio "$cyc" "$lim")" \
+        "$(ratio "$(best "$s" nested)" "$(best "$s" nested_real)")" \
+        "$(ratio "$(best "$s" sub_cycle)" "$(best "$s" sub_persistent_real)")" \
+        "$(ratio "$(best "$s" flat_1000x8)" "$(best "$s" flat_1x1)")" \
+        "$(ratio "$(best "$s" persistent)" "$lim")" \
+        "$(ratio "$(best "$s" create_sub)" "$(best "$s" create_sub_real)")" \
+        "$(ratio "$(best "$s" parallel_2 max)" "$(best "$s" parallel_1 max)")" \
+        "$(ratio "$(best "$p" parallel_2 max)" "$(best "$p" parallel_1 max)")"
+    mem="$mem$tag: $(best "$s" mem_bytes_per_row) bytes per row held ($(best "$s" mem_rows) rows), after the threads exit: $(best "$s" mem_rows_after) rows, $(best "$s" mem_bytes_after) bytes
+"
+done
+cat <<'EOF'
+
+  stock, gilshim: one foreign thread's PyGILState_Ensure/Release cycle (main
+  interpreter) without and with the shim; limit: one persistent thread state
+  attached with PyEval_RestoreThread and detached with PyEval_SaveThread.
+  speed = stock/gilshim; cycle = gilshim/limit; nested = Ensure/Release with
+  the GIL held, gilshim/stock; sub = the cycle routed into a sub-interpreter
+  (rule 4) / that interpreter's persistent loop; flat = gilshim_ensure with
+  1000 threads x 8 interpreters taking turns / 1 thread x 1; pass = the
+  persistent loop through the shim's Save/Restore / without; thread =
+  pthread_create+join from a thread attached to a sub-interpreter, shim /
+  libc; par = cycles per second (each with ~1 us of Python work) of 2
+  threads in 2 own-GIL interpreters / 1 thread (3.12+): with gilshim, and
+  stock, which sends both threads to main.
+EOF
+echo
+printf '%s' "$mem"
+
+cc -std=c11 -O2 -Wall -Wextra tests/bench/nopy.c -o build/nopy -ldl -pthread
+LD_PRELOAD=$lib build/nopy >"$out/nopy"
+echo "no Python: pthread_create+join with the shim preloaded / without: $(ratio "$(best "$out/nopy" create)" "$(best "$out/nopy" create_real)") (target <= 1.05)"
+
+if [ "${BENCH_IR:-1}" = 0 ] || ! command -v valgrind >/dev/null 2>&1; then
+    echo "(callgrind counts skipped: ${BENCH_IR:+BENCH_IR=0}$(command -v valgrind >/dev/null 2>&1 || echo 'no valgrind'))"
+    exit 0
+fi
+echo
+echo "Instructions per cycle (callgrind, 20000 cycles after 2000 warm):"
+printf '%-12s %7s %7s %7s %7s %7s %7s | %-6s %-6s %-6s\n' CPython stock gilshim limit pass nested n.stock \
+    cycle nested pass
+ir() {  # ir BIN LOOP WHAT [preload]
+    LD_PRELOAD=${4:-} valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect="$2" \
+        "$1" ir "$3" 20000 2>&1 | awk '/Collected :/ { printf "%.0f", $NF / 22000 }'
+}
+for cfg in $PYTHONS; do
+    tag=$(py_tag "$cfg")
+    bin=build/bench-$tag
+    stock=$(ir "$bin" loop_ensure cycle)
+    cyc=$(ir "$bin" loop_ensure cycle "$lib")
+    lim=$(ir "$bin" loop_persistent_real persistent_real "$lib")
+    pass=$(ir "$bin" loop_persistent persistent "$lib")
+    nest=$(ir "$bin" loop_nested nested "$lib")
+    nstock=$(ir "$bin" loop_nested_real nested_real "$lib")
+    printf '%-12s %7s %7s %7s %7s %7s %7s | %-6s %-6s %-6s\n' "$tag" "$stock" "$cyc" "$lim" "$pass" \
+        "$nest" "$nstock" "$(ratio "$cyc" "$lim")" "$(ratio "$nest" "$nstock")" "$(ratio "$pass" "$lim")"
 done
