@@ -107,7 +107,14 @@ static struct gs_interp *resolve_view(gilshim_view v)
         return fail(GILSHIM_EINVAL), NULL;
     if (v.generation != gs_generation())
         return fail(GILSHIM_ESTALE), NULL;
-    struct gs_interp *in = gs_interp_find_view(v.id, v.generation);
+    /* The calling thread's own rows first: a few entries, in its cache. */
+    struct gs_interp *in = NULL;
+    struct gs_thread *self = gs_thread_peek();
+    for (size_t i = 0; self && i < self->nrows && !in; i++)
+        if (self->rows[i]->interp->id == v.id && self->rows[i]->interp->generation == v.generation)
+            in = self->rows[i]->interp;
+    if (!in)
+        in = gs_interp_find_view(v.id, v.generation);
     if (!in)
         return fail(GILSHIM_EINVAL), NULL;
     if (gs_runtime_finalizing())

@@ -225,6 +225,8 @@ static double on_thread_from(PyThreadState *from, void *(*fn)(void *), struct ti
 
 struct flat {
     gilshim_view views[FLAT_INTERPS];
+    PyInterpreterState *interps[FLAT_INTERPS];  /* real: hand-written, no shim */
+    int real;
     int nviews;
     long per_turn;
     int turns;
@@ -245,27 +247,52 @@ __attribute__((noipa)) static void loop_views(const gilshim_view *v, int nv, lon
     }
 }
 
+/* The same pattern written by hand: one thread state per interpreter,
+ * attached and detached with libpython's own calls. */
+__attribute__((noipa)) static void loop_states(PyThreadState **ts, int nv, long n)
+{
+    for (long i = 0; i < n; i++) {
+        real.Restore(ts[i % nv]);
+        real.Save();
+    }
+}
+
 static void *flat_worker(void *p)
 {
     struct flat_thread *ft = p;
     struct flat *f = ft->f;
-    loop_views(f->views, f->nviews, f->nviews);  /* one row per interpreter */
+    PyThreadState *ts[FLAT_INTERPS];
+    if (f->real)
+        for (int i = 0; i < f->nviews; i++)
+            ts[i] = PyThreadState_New(f->interps[i]);
+    else
+        loop_views(f->views, f->nviews, f->nviews);  /* one row per interpreter */
     for (int turn = 0; turn < f->turns; turn++) {
         sem_wait(&f->go[ft->idx]);
         double t0 = now_ns();
-        loop_views(f->views, f->nviews, f->per_turn);
+        if (f->real)
+            loop_states(ts, f->nviews, f->per_turn);
+        else
+            loop_views(f->views, f->nviews, f->per_turn);
         f->total_ns += now_ns() - t0;  /* only the baton holder writes */
         sem_post(&f->done[ft->idx]);
+    }
+    for (int i = 0; f->real && i < f->nviews; i++) {
+        real.Restore(ts[i]);
+        PyThreadState_Clear(ts[i]);
+        PyThreadState_DeleteCurrent();
     }
     return NULL;
 }
 
 /* ns per gilshim_ensure/release cycle, nthreads taking turns. */
-static double flat_run(const gilshim_view *views, int nviews, int nthreads, long per_turn,
-                       int turns)
+static double flat_run(const gilshim_view *views, PyInterpreterState **interps, int nviews,
+                       int nthreads, long per_turn, int turns)
 {
-    struct flat f = {.nviews = nviews, .per_turn = per_turn, .turns = turns};
-    memcpy(f.views, views, (size_t)nviews * sizeof *views);
+    struct flat f = {.nviews = nviews, .per_turn = per_turn, .turns = turns, .real = !views};
+    if (views)
+        memcpy(f.views, views, (size_t)nviews * sizeof *views);
+    memcpy(f.interps, interps, (size_t)nviews * sizeof *interps);
     f.go = calloc((size_t)nthreads, sizeof *f.go);
     f.done = calloc((size_t)nthreads, sizeof *f.done);
     pthread_t *th = calloc((size_t)nthreads, sizeof *th);
@@ -485,17 +512,25 @@ static void all(void)
             views[i] = gs.view_current();
             PyThreadState_Swap(main_ts);
         }
+        PyInterpreterState *interps[FLAT_INTERPS];
+        for (int i = 0; i < FLAT_INTERPS; i++)
+            interps[i] = PyThreadState_GetInterpreter(subs[i]);
         Py_BEGIN_ALLOW_THREADS
-        double one = 1e30, many = 1e30;
-        for (int r = 0; r < 3; r++) {
-            double a = flat_run(views, 1, 1, 200 * 1000 * scale, 1);
-            double b = flat_run(views, FLAT_INTERPS, 1000, 200 * scale, 1);
-            if (a < one)
-                one = a;
-            if (b < many)
-                many = b;
-        }
-        printf("flat_1x1 %.2f\nflat_1000x8 %.2f\n", one, many);
+        /* gilshim, then the same pattern by hand, which says what CPython
+         * itself pays for 8000 thread states in 8 interpreters */
+        double b1[2] = {1e30, 1e30}, b8[2] = {1e30, 1e30};
+        for (int r = 0; r < 3; r++)
+            for (int real_ = 0; real_ < 2; real_++) {
+                const gilshim_view *v = real_ ? NULL : views;
+                double a = flat_run(v, interps, 1, 1, 200 * 1000 * scale, 1);
+                double b = flat_run(v, interps, FLAT_INTERPS, 1000, 200 * scale, 1);
+                if (a < b1[real_])
+                    b1[real_] = a;
+                if (b < b8[real_])
+                    b8[real_] = b;
+            }
+        printf("flat_1x1 %.2f\nflat_1000x8 %.2f\n", b1[0], b8[0]);
+        printf("flat_real_1x1 %.2f\nflat_real_1000x8 %.2f\n", b1[1], b8[1]);
         memory(views, FLAT_INTERPS, 64);
         Py_END_ALLOW_THREADS
         for (int i = 1; i < FLAT_INTERPS; i++)
