@@ -92,7 +92,8 @@ void gs_delete_foreign_tstate(PyThreadState *t)
 /* --- the sweep of one ending interpreter --- */
 
 struct sweep {
-    PyThreadState *self_tstate;
+    struct gs_thread *self;     /* the ending thread's record */
+    PyThreadState *self_tstate; /* and the state it is attached with */
     PyThreadState *victims[64];
     size_t n;
     size_t busy;
@@ -103,7 +104,10 @@ struct sweep {
 static int collect(struct gs_thread *t, struct gs_row *r, void *arg)
 {
     struct sweep *s = arg;
-    if (r->tstate == s->self_tstate)
+    /* The ending thread's own attached row stays. Only its own rows can
+     * hold that state, and only those may be read here without the CAS:
+     * another owner may be filling in its new row's tstate. */
+    if (t == s->self && r->tstate == s->self_tstate)
         return 0;
     int idle = GS_ROW_IDLE;
     if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD)) {
@@ -143,7 +147,7 @@ static void sweep(struct gs_interp *in)
     long deadline = now_ms() + gs_config()->drain_ms;
     size_t deleted = 0;
     for (;;) {
-        struct sweep s = {.self_tstate = py.UncheckedGet()};
+        struct sweep s = {.self = gs_thread_peek(), .self_tstate = py.UncheckedGet()};
         gs_rows_of_interp(in, collect, &s);
         for (size_t i = 0; i < s.n; i++)
             gs_delete_foreign_tstate(s.victims[i]);
