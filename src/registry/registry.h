@@ -219,13 +219,17 @@ static inline struct gs_frame *gs_frame_top(struct gs_thread *t)
     size_t i = t->depth - 1;
     return __builtin_expect(i < GS_FRAME_CHUNK, 1) ? &t->first_chunk.f[i] : gs_frame_slot(t, i, 0);
 }
+/* Pop f, which the caller has from gs_frame_top(t). */
+static inline void gs_frame_drop(struct gs_thread *t, struct gs_frame *f)
+{
+    f->kind = GS_FRAME_FREE;
+    t->depth--;
+}
 static inline void gs_frame_pop(struct gs_thread *t)
 {
     struct gs_frame *f = gs_frame_top(t);
-    if (f) {
-        f->kind = GS_FRAME_FREE;
-        t->depth--;
-    }
+    if (f)
+        gs_frame_drop(t, f);
 }
 /* The open frame at depth index i (0: outermost), or NULL. */
 GS_HIDDEN struct gs_frame *gs_frame_at(struct gs_thread *t, size_t i);

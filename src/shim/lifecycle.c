@@ -22,7 +22,6 @@ static _Atomic uint64_t g_atexit_generation;
 static _Atomic uint64_t g_atexit_ok;  /* generation whose runtime_exit is registered */
 _Atomic uint64_t gs_hooks_armed;
 
-int gs_runtime_finalizing(void) { return atomic_load_explicit(&gs_finalizing, memory_order_acquire); }
 
 /*
  * CPython's gilstate TSS slot ("autoTSSkey"). Deleting a thread state that

@@ -158,7 +158,15 @@ static inline void row_detach(struct gs_row *r)
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
-void gs_row_detach(struct gs_row *r) { row_detach(r); }
+/* The outermost Release of a row. Stock destroys the thread state here,
+ * and with it any exception the callback left set; a reused one must not
+ * carry it over. */
+static inline void row_release(struct gs_row *r)
+{
+    if (py.Err_Occurred())
+        py.Err_Clear();
+    row_detach(r);
+}
 
 struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
 {
@@ -317,11 +325,7 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
         break;
     case GS_FRAME_ROW:
     case GS_FRAME_SWITCH:
-        /* Stock destroys the thread state here, and with it any exception
-         * the callback left set; a reused one must not carry it over. */
-        if (py.Err_Occurred())
-            py.Err_Clear();
-        gs_row_detach(row);
+        row_release(row);
         if (kind == GS_FRAME_SWITCH)
             py.RestoreThread(prev);
         break;
@@ -375,13 +379,12 @@ int gs_ensure(const void *caller)
     if (__builtin_expect(hot() != GS_MODE_ROUTE || !self ||
                          atomic_load_explicit(&self->stale_tss, memory_order_relaxed), 0))
         return ensure_general(caller);
-    PyThreadState *cur = py.UncheckedGet();
-    PyThreadState *bound = gs_tss_get();
+    /* Frames are written member by member below, not zeroed: see the
+     * note on struct gs_frame. */
     struct gs_frame *f;
+    PyThreadState *cur = gs_py_attached();
     if (cur) {
-        /* Nested: attached on this thread (see gs_py_attached). */
-        if (__builtin_expect(!(cur == bound || !py.thread_id_offset || gs_attached_shared(cur)) ||
-                             self->depth >= GS_FRAME_CHUNK, 0))
+        if (__builtin_expect(self->depth >= GS_FRAME_CHUNK, 0))
             return ensure_general(caller);
         f = &self->first_chunk.f[self->depth++];
         f->kind = GS_FRAME_NESTED;
@@ -394,6 +397,7 @@ int gs_ensure(const void *caller)
     /* Rules 1-2 do not apply (nothing attached, no released region the
      * shim saw or CPython has bound); rules 3-5 gave fast_row last time
      * and their inputs have not changed since. */
+    PyThreadState *bound = gs_tss_get();
     struct gs_row *r = self->fast_row;
     if (__builtin_expect(!r || self->nreleased /* overflow implies a full array */ ||
                          (bound && bound != r->tstate) || self->depth >= GS_FRAME_CHUNK ||
@@ -404,8 +408,7 @@ int gs_ensure(const void *caller)
     if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
         return ensure_general(caller);
     /* seq_cst after the CAS: see the protocol in registry.h */
-    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE ||
-                         atomic_load_explicit(&gs_finalizing, memory_order_acquire), 0)) {
+    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE || gs_runtime_finalizing(), 0)) {
         atomic_store(&r->state, GS_ROW_IDLE);
         return ensure_general(caller);
     }
@@ -424,29 +427,19 @@ void gs_release(int oldstate, const void *caller)
 {
     struct gs_thread *self = gs_tl_self;
     struct gs_frame *f;
-    if (__builtin_expect(hot() == GS_MODE_ROUTE && self && self->depth &&
-                         self->depth <= GS_FRAME_CHUNK, 1)) {
-        f = &self->first_chunk.f[self->depth - 1];
-        if (__builtin_expect(!f->explicit_api && f->returned == oldstate, 1)) {
-            if (f->kind == GS_FRAME_NESTED) {
-                f->kind = GS_FRAME_FREE;
-                self->depth--;
-                return;
-            }
-            /* f->tstate is this thread's own: attached (process-wide on
-             * <= 3.11) means attached by this thread. */
-            if (f->kind == GS_FRAME_ROW && py.UncheckedGet() == f->tstate) {
-                struct gs_row *r = f->row;
-                f->kind = GS_FRAME_FREE;
-                self->depth--;
-                /* Stock destroys the thread state here, and with it any
-                 * exception the callback left set; a reused one must not
-                 * carry it over. */
-                if (py.Err_Occurred())
-                    py.Err_Clear();
-                row_detach(r);
-                return;
-            }
+    if (__builtin_expect(hot() == GS_MODE_ROUTE && (f = gs_frame_top(self)) && !f->explicit_api &&
+                         f->returned == oldstate, 1)) {
+        if (f->kind == GS_FRAME_NESTED) {
+            gs_frame_drop(self, f);
+            return;
+        }
+        /* f->tstate is this thread's own: attached (process-wide on
+         * <= 3.11) means attached by this thread. */
+        if (f->kind == GS_FRAME_ROW && py.UncheckedGet() == f->tstate) {
+            struct gs_row *r = f->row;
+            gs_frame_drop(self, f);
+            row_release(r);
+            return;
         }
     }
     release_general(oldstate, caller);

@@ -66,7 +66,6 @@ GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);
 /* Attach the calling thread's row for in; NULL + *err on failure. */
 GS_HIDDEN struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err);
-GS_HIDDEN void gs_row_detach(struct gs_row *r);
 GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
@@ -109,9 +108,12 @@ GS_HIDDEN void gs_patch_loaded_objects(void);
  * hook are both registered: while it is current and the runtime is not
  * finalizing, CPython is initialized and stays so until the shim hears. */
 GS_HIDDEN extern _Atomic uint64_t gs_hooks_armed;
-/* Set by main's exit hook when Py_FinalizeEx begins; gs_runtime_finalizing() */
+/* Set by main's exit hook when Py_FinalizeEx begins, cleared when it ends. */
 GS_HIDDEN extern _Atomic int gs_finalizing;
-GS_HIDDEN int gs_runtime_finalizing(void);
+static inline int gs_runtime_finalizing(void)
+{
+    return atomic_load_explicit(&gs_finalizing, memory_order_acquire);
+}
 /* Called attached to in: make sure in's exit hook is registered. */
 GS_HIDDEN void gs_place_exit_hook(struct gs_interp *in);
 /* The fail-safe path of PyGILState_Ensure (no error channel). */

@@ -568,12 +568,13 @@ static void ir(const char *what, long n)
     PyInterpreterState *main_is = PyInterpreterState_Main();
     struct timed t = {NULL, NULL, main_is, n, 1e30};
     void *(*fn)(void *) = timed_ensure;
-    if (!strcmp(what, "persistent") || !strcmp(what, "persistent_real")) {
+    int real_ = strstr(what, "_real") != NULL;  /* libpython's own calls */
+    if (!strncmp(what, "persistent", 10)) {
         fn = timed_persistent;
-        t.ploop = what[10] ? loop_persistent_real : loop_persistent;
-    } else if (!strcmp(what, "nested") || !strcmp(what, "nested_real")) {
+        t.ploop = real_ ? loop_persistent_real : loop_persistent;
+    } else if (!strncmp(what, "nested", 6)) {
         fn = timed_nested;
-        t.loop = what[6] ? loop_nested_real : loop_nested;
+        t.loop = real_ ? loop_nested_real : loop_nested;
     } else {
         t.loop = loop_ensure;
     }
