@@ -99,6 +99,9 @@ void *gilshim_PyGILState_GetThisThreadState(void);
 int gilshim_PyGILState_Check(void);
 void *gilshim_PyEval_SaveThread(void);
 void gilshim_PyEval_RestoreThread(void *tstate);
+/* Deleting a state the library caches (a legacy keep-alive such as cffi's)
+ * hands it back to the library instead of freeing it under its feet. */
+void gilshim_PyThreadState_Delete(void *tstate);
 /* pthread_create that records the creating thread's interpreter (rule 4). */
 int gilshim_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
                            void *(*start)(void *), void *arg);

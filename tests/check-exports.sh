@@ -9,7 +9,8 @@ gilshim_PyEval_SaveThread gilshim_PyGILState_Check gilshim_PyGILState_Ensure
 gilshim_PyGILState_GetThisThreadState gilshim_PyGILState_Release gilshim_bind_thread
 gilshim_ensure gilshim_get_stats gilshim_last_error gilshim_pthread_create gilshim_release gilshim_strerror
 gilshim_unbind_thread gilshim_version gilshim_view_alive gilshim_view_current
-gilshim_view_main pthread_create dlopen gilshim_redirection gilshim_mode"
+gilshim_view_main pthread_create dlopen gilshim_redirection gilshim_mode
+PyThreadState_Delete gilshim_PyThreadState_Delete"
 want=$(echo $expected | tr ' ' '\n' | sort)
 have=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort)
 if [ "$want" != "$have" ]; then

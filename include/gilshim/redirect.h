@@ -22,6 +22,7 @@
 #undef PyGILState_Check
 #undef PyEval_SaveThread
 #undef PyEval_RestoreThread
+#undef PyThreadState_Delete
 #undef pthread_create
 
 #define PyGILState_Ensure() ((PyGILState_STATE)gilshim_PyGILState_Ensure())
@@ -31,6 +32,7 @@
 /* Py_BEGIN_ALLOW_THREADS / Py_END_ALLOW_THREADS expand to these */
 #define PyEval_SaveThread() ((PyThreadState *)gilshim_PyEval_SaveThread())
 #define PyEval_RestoreThread(tstate) gilshim_PyEval_RestoreThread((void *)(tstate))
+#define PyThreadState_Delete(tstate) gilshim_PyThreadState_Delete((void *)(tstate))
 #define pthread_create gilshim_pthread_create
 
 #endif

@@ -46,6 +46,7 @@ struct gs_py {
     int (*IsInitialized)(void);
     int (*IsFinalizing)(void);
     PyThreadState *(*UncheckedGet)(void);
+    PyThreadState **readline_tstate;  /* _PyOS_ReadlineTState, if exported */
     PyThreadState *(*ThreadState_New)(PyInterpreterState *);
     void (*ThreadState_Clear)(PyThreadState *);
     void (*ThreadState_Delete)(PyThreadState *);
@@ -81,6 +82,10 @@ GS_HIDDEN int gs_py_state(void);
  * never an address inside libgilshim. NULL if there is none. */
 GS_HIDDEN void *gs_real_symbol(const char *name);
 
+/* An interposed name must reach CPython even when the shim stands aside. */
+#define ORIGINAL(field, name) \
+    (py.field ? py.field : (__typeof__(py.field))gs_real_symbol(name))
+
 GS_HIDDEN unsigned long gs_self_ident(void);
 
 /* The CPython names libgilshim exports (interpose.c). */
@@ -90,6 +95,7 @@ GS_EXPORT void *PyGILState_GetThisThreadState(void);
 GS_EXPORT int PyGILState_Check(void);
 GS_EXPORT void *PyEval_SaveThread(void);
 GS_EXPORT void PyEval_RestoreThread(void *tstate);
+GS_EXPORT void PyThreadState_Delete(void *tstate);
 
 /* CPython's gilstate TSS slot ("autoTSSkey"), once found (lifecycle.c):
  * read directly it costs one pthread_getspecific instead of three calls. */
@@ -117,6 +123,12 @@ static inline void gs_unbind_tss(PyThreadState *t)
 /* <= 3.11: whether t, the process-wide current tstate, which is not the
  * one bound to this thread, is this thread's all the same. */
 GS_HIDDEN PyThreadState *gs_attached_shared(PyThreadState *t);
+
+/* <= 3.11: the state PyOS_Readline released on the calling thread while
+ * it waits in GNU readline, or NULL. That release happens inside CPython,
+ * where a libpython built with -fno-semantic-interposition, or one linked
+ * into the executable, never reaches the shim's PyEval_SaveThread. */
+GS_HIDDEN PyThreadState *gs_readline_released(void);
 
 /* The tstate attached on the calling OS thread, or NULL. On <= 3.11 the
  * "current" tstate is process-wide (one GIL): the thread's bound tstate is

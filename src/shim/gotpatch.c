@@ -37,6 +37,7 @@ static const struct redirect {
     {"PyGILState_Check", (void *)gs_entry_Check},
     {"PyEval_SaveThread", (void *)gs_entry_SaveThread},
     {"PyEval_RestoreThread", (void *)gs_entry_RestoreThread},
+    {"PyThreadState_Delete", (void *)gs_entry_ThreadState_Delete},
 };
 #define NREDIRECTS (sizeof redirects / sizeof *redirects)
 

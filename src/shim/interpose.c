@@ -23,6 +23,7 @@ GS_EXPORT void *PyGILState_GetThisThreadState(void) { return gs_this_thread_stat
 GS_EXPORT int PyGILState_Check(void) { return gs_check(); }
 GS_EXPORT void *PyEval_SaveThread(void) { return gs_save_thread(); }
 GS_EXPORT void PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
+GS_EXPORT void PyThreadState_Delete(void *t) { gs_thread_state_delete(t); }
 
 /* Each function above under two more names: gilshim_<name>, exported,
  * for <gilshim/redirect.h>; and gs_entry_<name>, hidden, whose address is
@@ -39,6 +40,7 @@ GS_ALIASES(GetThisThreadState, PyGILState_GetThisThreadState);
 GS_ALIASES(Check, PyGILState_Check);
 GS_ALIASES(SaveThread, PyEval_SaveThread);
 GS_ALIASES(RestoreThread, PyEval_RestoreThread);
+GS_ALIASES(ThreadState_Delete, PyThreadState_Delete);
 
 /* --- rule 4: a new thread inherits its creator's interpreter ---
  * Only a thread created by a thread tied to an interpreter is wrapped; all

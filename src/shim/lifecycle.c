@@ -88,6 +88,55 @@ void gs_delete_foreign_tstate(PyThreadState *t)
         pthread_setspecific(gs_tss_key, saved);
 }
 
+/* --- thread states deleted by others ---
+ * A keep-alive written for stock CPython can end up holding a row's state:
+ * cffi's gil_ensure (src/c/misc_thread_common.h) pins the state
+ * PyGILState_Ensure gave a foreign thread and, once that thread has
+ * exited, frees it from whichever thread next runs a callback. That races
+ * with the exiting thread's own reaper; whoever marks the row first
+ * deletes the state, and the other leaves it alone. */
+
+struct deleted {
+    PyThreadState *t;
+    int found, ours;  /* a row holds t; the row was idle and is now DEAD */
+};
+
+static int find_deleted(struct gs_thread *owner, struct gs_row *r, void *arg)
+{
+    struct deleted *d = arg;
+    /* DEAD rows are the shim's, deleted or being deleted under the GIL,
+     * and a row still being filled in holds NULL or a state of its own. */
+    int idle = GS_ROW_IDLE;
+    if (atomic_load(&r->state) == GS_ROW_DEAD || __atomic_load_n(&r->tstate, __ATOMIC_ACQUIRE) != d->t)
+        return 0;
+    d->found = 1;
+    if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD)) {
+        d->ours = 1;
+        atomic_store(&owner->stale_tss, d->t);
+    }
+    return 1;
+}
+
+void gs_thread_state_delete(PyThreadState *t)
+{
+    void (*real)(PyThreadState *) = ORIGINAL(ThreadState_Delete, "PyThreadState_Delete");
+    struct gs_interp *in;
+    if (!t || !gs_row_count() || gs_py_state() != GS_PY_PRESENT ||
+        !(in = gs_interp_find_ptr(py.ThreadState_GetInterpreter(t)))) {
+        real(t);
+        return;
+    }
+    struct deleted d = {.t = t};
+    gs_rows_of_interp(in, find_deleted, &d);
+    if (d.found && !d.ours) {
+        /* Its owner is attached to it, or reaping it right now. */
+        gs_log(GS_LOG_DEBUG, "PyThreadState_Delete(%p): a cached thread state in use by "
+               "its thread; gilshim deletes it when that thread is done", (void *)t);
+        return;
+    }
+    real(t);
+}
+
 /* --- the sweep of one ending interpreter --- */
 
 struct sweep {

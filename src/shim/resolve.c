@@ -35,6 +35,18 @@ PyThreadState *gs_attached_shared(PyThreadState *t)
     return t;
 }
 
+PyThreadState *gs_readline_released(void)
+{
+    PyThreadState *rl;
+    if (!py.readline_tstate || !py.thread_id_offset ||
+        !(rl = __atomic_load_n(py.readline_tstate, __ATOMIC_ACQUIRE)))
+        return NULL;
+    /* Another thread's may be freed as we read it; ours stays put. */
+    if (racy_owner(rl) != gs_self_ident() || __atomic_load_n(py.readline_tstate, __ATOMIC_ACQUIRE) != rl)
+        return NULL;
+    return rl;
+}
+
 static int in_self(void *p)
 {
     Dl_info me, it;
@@ -93,6 +105,7 @@ int gs_py_resolve(void)
         NEED(IsFinalizing, "_Py_IsFinalizing");
     if (!WANT(UncheckedGet, "PyThreadState_GetUnchecked"))
         NEED(UncheckedGet, "_PyThreadState_UncheckedGet");
+    WANT(readline_tstate, "_PyOS_ReadlineTState");
     NEED(ThreadState_New, "PyThreadState_New");
     NEED(ThreadState_Clear, "PyThreadState_Clear");
     NEED(ThreadState_Delete, "PyThreadState_Delete");

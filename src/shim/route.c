@@ -52,10 +52,6 @@ static inline int routing(void) { return active_mode() == GS_MODE_ROUTE; }
  * regions and creators to know each callback's owner. */
 static inline int tracking(void) { return active_mode() != GS_MODE_OFF; }
 
-/* An interposed name must reach CPython even when the shim stands aside. */
-#define ORIGINAL(field, name) \
-    (py.field ? py.field : (__typeof__(py.field))gs_real_symbol(name))
-
 struct gs_interp *gs_main_interp(void)
 {
     struct gs_interp *e = atomic_load_explicit(&g_main, memory_order_acquire);
@@ -135,7 +131,9 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
             *err = GILSHIM_ENOMEM;
             return NULL;
         }
-        r->tstate = t;
+        /* published with release: gs_thread_state_delete reads it from
+         * other threads (the row stays BUSY while this runs) */
+        __atomic_store_n(&r->tstate, t, __ATOMIC_RELEASE);
         py.RestoreThread(t);
         gs_log(GS_LOG_DEBUG, "new thread state %p for interpreter %lld", (void *)t,
                (long long)in->id);
@@ -183,7 +181,8 @@ struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
             self->fast_row = NULL;
     }
     struct gs_route_in in = {attached, NULL, self ? self->bound : NULL, gs_tl_creator};
-    if (!attached && !(in.released = gs_released_top(self)))
+    if (!attached && !(in.released = gs_released_top(self)) &&
+        !(in.released = gs_readline_released()))
         in.released = stock_released(self);
     return gs_route_decide(&in);
 }
@@ -346,6 +345,17 @@ __attribute__((noinline)) static void release_general(int oldstate, const void *
         return;
     }
     struct gs_thread *self = gs_thread_peek();
+    PyThreadState *att;
+    if (self && !self->depth && (att = gs_py_attached()) && att != gs_tss_get()) {
+        /* No Ensure open, and attached to a state CPython has not bound to
+         * this thread: one gs_this_thread_state named and the caller
+         * attached itself. Stock <= 3.11 aborts here ("This thread state
+         * must be current when releasing"); 3.12+ detaches it if the
+         * Ensure said UNLOCKED, and so does this. */
+        if (oldstate == GS_PyGILState_UNLOCKED)
+            gs_save_thread();
+        return;
+    }
     struct gs_frame *f = gs_release_match(self, oldstate, caller,
                                           "releasing what that Ensure acquired");
     if (!f) {
@@ -455,6 +465,15 @@ PyThreadState *gs_this_thread_state(void)
     struct gs_thread *self = gs_thread_peek();
     if (self && atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
         gs_fix_stale_tss(self);
+    /* Inside a GIL-released region with no Ensure open, the state that
+     * region will re-attach: what 3.12+ answers too (its gilstate follows
+     * the last attached state), where <= 3.11 names the thread's first
+     * state, main's for a sub-interpreter's own thread. Code that attaches
+     * the answer itself (cffi's gil_ensure) then runs in the right place;
+     * release_general takes the matching PyGILState_Release. */
+    PyThreadState *rel;
+    if (self && !self->depth && (rel = gs_released_top(self)) && !gs_row_is_mine(self, rel))
+        return rel;
     PyThreadState *g = py.GILState_GetThisThreadState();
     /* An idle row is the shim's cache, not a state stock CPython would
      * still have: stock deleted it at the outermost Release. */

@@ -101,6 +101,7 @@ GS_HIDDEN void *gs_entry_GetThisThreadState(void);
 GS_HIDDEN int gs_entry_Check(void);
 GS_HIDDEN void *gs_entry_SaveThread(void);
 GS_HIDDEN void gs_entry_RestoreThread(void *);
+GS_HIDDEN void gs_entry_ThreadState_Delete(void *);
 GS_HIDDEN void gs_patch_loaded_objects(void);
 
 /* --- lifecycle (lifecycle.c) --- */
@@ -123,5 +124,9 @@ GS_HIDDEN void gs_lifecycle_init(void);
  * calling thread's CPython TSS slot (the owner's is repaired through its
  * stale_tss mailbox). Caller is attached to the tstate's interpreter. */
 GS_HIDDEN void gs_delete_foreign_tstate(PyThreadState *t);
+/* PyThreadState_Delete as interposed: a row's tstate deleted by someone
+ * else (cffi frees the states it kept alive for exited threads) marks the
+ * row DEAD first, or is left to the shim if the row is in use. */
+GS_HIDDEN void gs_thread_state_delete(PyThreadState *t);
 
 #endif
