@@ -90,5 +90,50 @@ for cfg in $PYTHONS; do
     expect "inject.sh --log (rule-4 lines, stderr)" "1 quiet" "$got ${err:-quiet}"
     rm -f "$log"
 done
+
+# Real callback clients (tests/e2e/clients.py), each in the main
+# interpreter (unchanged by the shim) and in a sub-interpreter (routed).
+# Stock's answer in a sub-interpreter is printed, not judged: it is the bug.
+for cfg in $PYTHONS; do
+    py=${cfg%-config}
+    ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    minor=${ver#3.}
+    dir=build/clients-$(py_tag "$cfg")
+    mkdir -p "$dir"
+    cp build/libcbthread.so "$dir/"
+    echo "== real clients, CPython $ver ($py)"
+    clients="ctypes-thread ctypes-sync ctypes-threads sqlite3-function sqlite3-aggregate
+             sqlite3-progress sqlite3-authorizer readline-completer"
+    if "$py" -c 'import cffi' 2>/dev/null; then
+        clients="$clients cffi-thread cffi-sync cffi-threads"
+    else
+        echo "  skip cffi-*: cffi is not installed for this CPython"
+    fi
+    suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+    if command -v cython3 >/dev/null 2>&1 &&
+        cython3 -3 tests/e2e/cyclient.pyx -o "$dir/cyclient.c" 2>/dev/null &&
+        cc -shared -fPIC -O2 -pthread $($cfg --includes) "$dir/cyclient.c" \
+            -o "$dir/cyclient$suffix" 2>/dev/null; then
+        clients="$clients cython-thread"
+    else
+        echo "  skip cython-thread: no cython3, or its C does not build for $ver"
+    fi
+    for c in $clients; do
+        for place in main sub; do
+            stock=$(timeout 60 "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>/dev/null | tail -1) || true
+            shim=$(timeout 60 tools/inject.sh "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>/dev/null | tail -1) || true
+            want=$place
+            # 3.12+ reads lines with stdio, not GNU readline, outside the
+            # main interpreter: no completer runs there, stock or shim
+            [ $c = readline-completer ] && [ $place = sub ] && [ $minor -ge 12 ] && want=none
+            if [ $place = main ]; then
+                expect "stock   $c in main" "main" "${stock#*: }"
+            else
+                printf '  info %-32s stock: %s\n' "stock   $c in a sub" "${stock#*: }"
+            fi
+            expect "gilshim $c in $place" "$want" "${shim#*: }"
+        done
+    done
+done
 echo "e2e: $pass passed, $fail failed"
 [ $fail -eq 0 ]
