@@ -59,6 +59,10 @@ for cfg in $PYTHONS; do
         expect "stock   $s" $want_stock "$stock"
         expect "gilshim $s" sub "$shim"
     done
+    # tracemalloc's allocator hook calls PyGILState_Ensure from inside the
+    # PyThreadState_New of the shim's own Ensure (CPython gh-96071)
+    expect "gilshim -X tracemalloc ctypes-thread" sub \
+        "$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")"
     out=$(tools/inject.sh "$py" tests/e2e/smoke.py "$lib" 2>&1) || true
     expect "gilshim main-interpreter smoke" ok "$out"
     # how the calls reach the shim: a libpython of its own, or the executable's

@@ -79,6 +79,7 @@ enum gs_frame_kind {
     GS_FRAME_REATTACH,      /* re-attached a released tstate; detach it */
     GS_FRAME_ROW,           /* attached a row; detach, row back to IDLE */
     GS_FRAME_SWITCH,        /* explicit: detached prev, attached a row; swap back */
+    GS_FRAME_STOCK,         /* stock PyGILState_Ensure ran; stock Release undoes it */
 };
 
 /* The fast paths (src/shim/route.c) write only the members their kind
@@ -130,6 +131,9 @@ struct gs_thread {
      * thread's CPython TSS slot; cleared by this thread on its next call */
     _Atomic(void *) stale_tss;
     int in_teardown;
+    /* inside PyThreadState_New for one of its rows, which can re-enter
+     * PyGILState_Ensure (tracemalloc's allocator hooks do) */
+    int in_setup;
     struct gs_thread *next_thread, *prev_thread;
 };
 

@@ -125,7 +125,9 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         }
         /* CPython documents PyThreadState_New as callable without the GIL
          * (stock PyGILState_Ensure does exactly this). */
+        self->in_setup++;
         PyThreadState *t = py.ThreadState_New(in->ptr);
+        self->in_setup--;
         if (!t) {
             atomic_store(&r->state, GS_ROW_DEAD);
             *err = GILSHIM_ENOMEM;
@@ -236,6 +238,15 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     if (!f)
         gs_fail_safe("out of memory for an Ensure frame", caller);
     f->caller = caller;
+    if (__builtin_expect(self->in_setup && !att, 0)) {
+        /* Re-entered from the PyThreadState_New below, whose allocation
+         * runs tracemalloc's hook (python -X tracemalloc): the row being
+         * made is BUSY and has no state yet. Do what stock does then, as
+         * stock's own Ensure is re-entered there too (CPython gh-96071). */
+        f->kind = GS_FRAME_STOCK;
+        f->returned = py.GILState_Ensure();
+        return f->returned;
+    }
     struct gs_route route = gs_route_for(self, att);
     if (route.rule == GS_RULE_ATTACHED) {
         f->kind = GS_FRAME_NESTED;
@@ -255,6 +266,8 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
         return GS_PyGILState_UNLOCKED;
     }
     int err = 0;
+    /* not the fast path's guess for an Ensure re-entered while its row is made */
+    self->fast_row = NULL;
     struct gs_interp *in = route.interp ? route.interp : gs_main_interp();
     struct gs_row *r = in ? gs_row_acquire(self, in, &err) : NULL;
     if (!r) {
@@ -314,11 +327,14 @@ struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate, const vo
 /* Undo a frame: the shared tail of PyGILState_Release and gilshim_release. */
 void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
 {
-    int kind = f->kind;
+    int kind = f->kind, returned = f->returned;
     PyThreadState *prev = f->prev;
     struct gs_row *row = f->row;
     gs_frame_pop(self);
     switch (kind) {
+    case GS_FRAME_STOCK:
+        py.GILState_Release(returned);
+        break;
     case GS_FRAME_REATTACH:
         py.SaveThread();
         break;
@@ -360,6 +376,10 @@ __attribute__((noinline)) static void release_general(int oldstate, const void *
                                           "releasing what that Ensure acquired");
     if (!f) {
         py.GILState_Release(oldstate);
+        return;
+    }
+    if (f->kind == GS_FRAME_STOCK) {
+        gs_frame_undo(self, f);
         return;
     }
     /* f->tstate is this thread's own, so the attached state (process-wide
