@@ -18,7 +18,7 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall
+.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall conformance conformance-ci
 all: $(LIB)
 FORCE:
 
@@ -69,6 +69,16 @@ bench: $(LIB)
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
 
+# CPython's own regression suites (test_threading, test_capi, the
+# sub-interpreter suites...) stock and with the shim preloaded, compared test
+# by test (tests/run-conformance.sh). CONFORMANCE=full: every suite, about
+# 7 minutes here; ci: a subset, about 3 minutes (make test runs it).
+CONFORMANCE ?= full
+conformance: $(LIB)
+	tests/run-conformance.sh $(CONFORMANCE)
+conformance-ci: $(LIB)
+	tests/run-conformance.sh ci
+
 # The explicitly linked path: install into a scratch prefix, build the
 # example legacy extension with pkg-config, run it without LD_PRELOAD.
 legacy: $(LIB)
@@ -82,6 +92,7 @@ test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
 	$(MAKE) check unit embed lifecycle e2e legacy
+	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"
 
