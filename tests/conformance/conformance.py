@@ -615,6 +615,15 @@ def cmd_run(args):
         log('note: ' + note)
         summary['notes'].append(note)
 
+    # The shim side must really run with the shim.
+    chk = subprocess.run([INJECT, '--check', sys.executable], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True, env=stock_env())
+    log('%s: %s' % (tag, chk.stdout.strip()))
+    summary['shim'] = chk.stdout.strip()
+    if chk.returncode != 0:
+        log('%s: tools/inject.sh --check failed (exit %d)' % (tag, chk.returncode))
+        return finish('error', 2)
+
     all_modules = []
     units = []
     n_tests, n_same = 0, 0
