@@ -47,25 +47,18 @@ SUITES = [
     'test__interpreters', 'test__interpchannels', 'test_interpreters',
 ]
 
-# The ci subset. Whole files: (test file names). Selected tests, by -m
-# pattern: the parts of test_threading and test_capi that go through
-# PyGILState_*, foreign threads, thread states or sub-interpreters.
-CI_WHOLE = ['test_thread', 'test_sqlite3|test_sqlite', 'test_ctypes', 'test_atexit',
-            'test__xxsubinterpreters', 'test__xxinterpchannels',
+# The ci subset: whole test files, and the parts of test_capi (by -m pattern)
+# that go through PyGILState_*, foreign threads, thread states or
+# sub-interpreters. No -u cpu, no stock hangs (stock-hangs.txt).
+CI_WHOLE = ['test_threading', 'test_thread', 'test_sqlite3|test_sqlite', 'test_ctypes',
+            'test_atexit', 'test__xxsubinterpreters', 'test__xxinterpchannels',
             'test__interpreters', 'test__interpchannels', 'test_interpreters']
 CI_SELECTED = {
-    'test_threading': [
-        '*.ThreadTests.*',                 # foreign threads, finalize_running_thread (PyGILState_Ensure via ctypes)
-        '*.SubinterpThreadingTests.*',
-        '*.ThreadJoinOnShutdown.*',
-        '*.AtexitTests.*',
-        '*.ThreadingExceptionTests.*',
-    ],
     'test_capi': [
-        '*.TestThreadState.*',            # PyGILState_Ensure from a new thread; gh-96071 (tracemalloc)
+        '*.TestThreadState.*',            # PyGILState_Ensure from new threads; gh-96071 (tracemalloc)
         '*.SubinterpreterTest.*',
         '*.TestPendingCalls.*',
-        '*.Test_testcapi.*',              # _testcapi's C self-tests
+        '*.Test_testcapi.*',              # _testcapi's C self-tests (thread states among them)
         '*test_subinterps*',
         '*.TestStaticTypes.*', '*.Test_ModuleStateAccess.*',
     ],
