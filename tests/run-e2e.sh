@@ -61,8 +61,14 @@ for cfg in $PYTHONS; do
     done
     # tracemalloc's allocator hook calls PyGILState_Ensure from inside the
     # PyThreadState_New of the shim's own Ensure (CPython gh-96071)
-    expect "gilshim -X tracemalloc ctypes-thread" sub \
-        "$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")"
+    # (Debian's 3.11.2 deadlocks here stock too: reported, not judged)
+    tm_stock=$(run "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
+    tm_shim=$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
+    case $tm_stock in
+        *deadlock*) printf '  info %-32s stock: %s, gilshim: %s\n' "-X tracemalloc ctypes-thread" \
+                        "$tm_stock" "$tm_shim" ;;
+        *) expect "gilshim -X tracemalloc ctypes-thread" sub "$tm_shim" ;;
+    esac
     out=$(tools/inject.sh "$py" tests/e2e/smoke.py "$lib" 2>&1) || true
     expect "gilshim main-interpreter smoke" ok "$out"
     # how the calls reach the shim: a libpython of its own, or the executable's
