@@ -72,7 +72,7 @@ sanitize:
 # CPython's own regression suites (test_threading, test_capi, the
 # sub-interpreter suites...) stock and with the shim preloaded, compared test
 # by test (tests/run-conformance.sh). CONFORMANCE=full: every suite, about
-# 7 minutes here; ci: a subset, about 3 minutes (make test runs it).
+# 6 minutes here; ci: a subset, about 2 minutes (make test runs it).
 CONFORMANCE ?= full
 conformance: $(LIB)
 	tests/run-conformance.sh $(CONFORMANCE)
