@@ -14,6 +14,8 @@ import os
 import sys
 import tempfile
 
+from subinterp import run_in_sub
+
 CDEF = "int cb_on_new_thread(int (*)(int), int); int cb_sync(int (*)(int), int);" \
        "int cb_many_threads(int (*)(int), int, int, int);"
 
@@ -130,21 +132,7 @@ if not ({CLIENTS[client]}):
     if place == "main":
         exec(compile(code, "<client>", "exec"), {"__name__": "__client__"})
         return
-    try:
-        import _interpreters as interpreters  # 3.13
-        legacy = client.split("-")[0] in LEGACY
-        iid = interpreters.create("legacy" if legacy else "isolated")
-        err = interpreters.exec(iid, code)
-        if err is not None:
-            raise RuntimeError(f"{err.type.__name__}: {err.msg}")
-    except ImportError:
-        import _xxsubinterpreters as interpreters  # 3.9-3.12
-        try:
-            iid = interpreters.create(isolated=False)  # 3.12: a legacy one
-        except TypeError:
-            iid = interpreters.create()
-        interpreters.run_string(iid, code)
-    interpreters.destroy(iid)
+    run_in_sub(code, legacy=client.split("-")[0] in LEGACY)
 
 
 def under_pty(client, place, d, out):

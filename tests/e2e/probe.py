@@ -16,6 +16,8 @@ import os
 import sys
 import tempfile
 
+from subinterp import run_in_sub
+
 scenario = sys.argv[1]
 lib = sys.argv[2] if len(sys.argv) > 2 else ""
 sys._gilshim_marker = "main"
@@ -66,21 +68,9 @@ with open({out!r}, "w") as f:
 """
 
 try:
-    import _interpreters as interpreters  # 3.13
-
-    iid = interpreters.create()  # isolated: its own GIL
-    err = interpreters.exec(iid, code)
-    if err is not None:
-        sys.exit(f"probe: the sub-interpreter failed: {err}")
-except ImportError:
-    import _xxsubinterpreters as interpreters  # 3.9-3.12
-
-    try:
-        iid = interpreters.create(isolated=False)  # 3.12: a legacy one
-    except TypeError:
-        iid = interpreters.create()
-    interpreters.run_string(iid, code)
-interpreters.destroy(iid)
+    run_in_sub(code)
+except RuntimeError as e:
+    sys.exit(f"probe: the sub-interpreter failed: {e}")
 
 with open(out) as f:
     r = f.read()
