@@ -77,12 +77,18 @@ const char *gilshim_redirection(void);
 const char *gilshim_mode(void);
 
 /* What the shim holds right now, for tests and monitoring. Pass
- * sizeof(gilshim_stats) as size so that the struct can grow; returns 0,
- * or GILSHIM_EINVAL. */
+ * sizeof(gilshim_stats) as size: the struct only grows at its end, and a
+ * caller built against an older, shorter one gets the members it knows.
+ * Returns 0, or GILSHIM_EINVAL (NULL, or shorter than the first three). */
 typedef struct gilshim_stats {
     size_t threads;  /* OS threads with a gilshim record */
     size_t rows;     /* cached thread states: one per (thread x interpreter) used */
     size_t bytes;    /* heap held for those, besides CPython's own thread states */
+    /* 1 once the fast paths read CPython's attached thread state and a
+     * thread state's pending exception in memory, 0 while they still call
+     * CPython for them (README "Performance") */
+    int reads_attached_directly;
+    int reads_exception_directly;
 } gilshim_stats;
 int gilshim_get_stats(gilshim_stats *out, size_t size);
 

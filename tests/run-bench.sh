@@ -87,22 +87,22 @@ if [ "${BENCH_IR:-1}" = 0 ] || ! command -v valgrind >/dev/null 2>&1; then
     exit 0
 fi
 echo
-echo "Instructions per cycle (callgrind, 20000 cycles after 2000 warm):"
+echo "Instructions per cycle (callgrind, 20000 cycles counted after 2000 warm):"
 printf '%-12s %7s %7s %7s %7s %7s %7s | %-6s %-6s %-6s\n' CPython stock gilshim limit pass nested n.stock \
     cycle nested pass
-ir() {  # ir BIN LOOP WHAT [preload]
-    LD_PRELOAD=${4:-} valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect="$2" \
-        "$1" ir "$3" 20000 2>&1 | awk '/Collected :/ { printf "%.0f", $NF / 22000 }'
+ir() {  # ir BIN WHAT [preload]: only the timed round counts, not the warm-up
+    LD_PRELOAD=${3:-} valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect=timed_round \
+        "$1" ir "$2" 20000 2>&1 | awk '/Collected :/ { printf "%.0f", $NF / 20000 }'
 }
 for cfg in $PYTHONS; do
     tag=$(py_tag "$cfg")
     bin=build/bench-$tag
-    stock=$(ir "$bin" loop_ensure cycle)
-    cyc=$(ir "$bin" loop_ensure cycle "$lib")
-    lim=$(ir "$bin" loop_persistent_real persistent_real "$lib")
-    pass=$(ir "$bin" loop_persistent persistent "$lib")
-    nest=$(ir "$bin" loop_nested nested "$lib")
-    nstock=$(ir "$bin" loop_nested_real nested_real "$lib")
+    stock=$(ir "$bin" cycle)
+    cyc=$(ir "$bin" cycle "$lib")
+    lim=$(ir "$bin" persistent_real "$lib")
+    pass=$(ir "$bin" persistent "$lib")
+    nest=$(ir "$bin" nested "$lib")
+    nstock=$(ir "$bin" nested_real "$lib")
     printf '%-12s %7s %7s %7s %7s %7s %7s | %-6s %-6s %-6s\n' "$tag" "$stock" "$cyc" "$lim" "$pass" \
         "$nest" "$nstock" "$(ratio "$cyc" "$lim")" "$(ratio "$nest" "$nstock")" "$(ratio "$pass" "$lim")"
 done

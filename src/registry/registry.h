@@ -60,6 +60,8 @@ struct gs_row {
     struct gs_interp *interp;
     void *tstate;
     _Atomic int state;
+    int tss_note;           /* owner only: what the shim knows of its CPython
+                               TSS slot (src/shim/route.c) */
 } __attribute__((aligned(GS_CACHE_LINE)));
 
 /* Which rule picked the interpreter (README "Routing rules"). */
@@ -83,17 +85,32 @@ enum gs_frame_kind {
 };
 
 /* The fast paths (src/shim/route.c) write only the members their kind
- * uses; prev and counted are read only for the kinds and mode that set them. */
+ * uses, and kind, returned and explicit_api at once through tag; prev and
+ * counted are read only for the kinds and mode that set them. */
 struct gs_frame {
-    int kind;               /* gs_frame_kind */
-    int returned;           /* PyGILState_STATE handed out */
-    int explicit_api;       /* from gilshim_ensure: a token */
+    union {
+        struct {
+            unsigned char kind;         /* gs_frame_kind */
+            unsigned char returned;     /* PyGILState_STATE handed out */
+            unsigned char explicit_api; /* from gilshim_ensure: a token */
+            unsigned char unused;
+        };
+        uint32_t tag;
+    };
     void *tstate;           /* attached by/at this Ensure */
-    void *prev;             /* SWITCH: tstate to re-attach on release */
     struct gs_row *row;     /* ROW, SWITCH */
     const void *caller;     /* return address of the Ensure call */
+    void *prev;             /* SWITCH: tstate to re-attach on release */
     struct gs_interp *counted;  /* diagnose mode: whose in_flight it counts */
 };
+
+/* kind, returned and explicit_api as one word, to write or compare at once */
+static inline uint32_t gs_frame_tag(int kind, int returned, int explicit_api)
+{
+    struct gs_frame f = {.kind = (unsigned char)kind, .returned = (unsigned char)returned,
+                         .explicit_api = (unsigned char)explicit_api};
+    return f.tag;
+}
 
 /* Eight open Ensures inline in the thread record; deeper nesting (rare)
  * allocates more chunks of eight. */
@@ -114,6 +131,9 @@ struct gs_thread {
     /* the row rules 3-5 last gave this thread: the fast path's guess,
      * cleared when the binding changes or the row goes */
     struct gs_row *fast_row;
+    /* where CPython keeps the thread state attached on this thread
+     * (src/shim/resolve.c), once known: read directly on the fast paths */
+    void *const *py_current;
     /* Ensure frames: chunks never move, so a frame can be a token */
     struct gs_frame_chunk first_chunk;
     size_t depth;

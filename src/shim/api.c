@@ -6,6 +6,8 @@
 #include "shim.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
+#include <string.h>
 
 static GS_TLS int tl_error;
 
@@ -31,11 +33,16 @@ GS_EXPORT int gilshim_last_error(void) { return tl_error; }
 
 GS_EXPORT int gilshim_get_stats(gilshim_stats *out, size_t size)
 {
-    if (!out || size < sizeof *out)
+    if (!out || size < offsetof(gilshim_stats, reads_attached_directly))
         return fail(GILSHIM_EINVAL);
-    out->threads = gs_thread_count();
-    out->rows = gs_row_count();
-    out->bytes = gs_registry_bytes();
+    gilshim_stats st = {
+        .threads = gs_thread_count(),
+        .rows = gs_row_count(),
+        .bytes = gs_registry_bytes(),
+        .reads_attached_directly = gs_reads_attached_directly(),
+        .reads_exception_directly = __atomic_load_n(&py.exc_offset, __ATOMIC_RELAXED) != 0,
+    };
+    memcpy(out, &st, size < sizeof st ? size : sizeof st);
     return GILSHIM_OK;
 }
 

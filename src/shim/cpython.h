@@ -35,6 +35,10 @@ struct gs_PyMethodDef {
 struct gs_py {
     int minor;                     /* 9..13; 0 until resolved */
     long thread_id_offset;         /* <= 3.11: offsetof(PyThreadState, thread_id) */
+    /* offsetof(PyThreadState, curexc_type) (<= 3.11) or current_exception
+     * (3.12+), once checked on a live thread state; 0 until then or if
+     * the check failed (gs_learn_exception) */
+    long exc_offset;
     /* the originals of what the shim interposes */
     int (*GILState_Ensure)(void);
     void (*GILState_Release)(int);
@@ -58,6 +62,8 @@ struct gs_py {
     PyInterpreterState *(*InterpreterState_Next)(PyInterpreterState *);
     PyObject *(*Err_Occurred)(void);
     void (*Err_Clear)(void);
+    void (*Err_SetNone)(PyObject *);
+    PyObject **exc_runtime_error;     /* PyExc_RuntimeError */
     const char *(*GetVersion)(void);
     int (*AtExit)(void (*)(void));
     PyObject *(*Import_ImportModule)(const char *);
@@ -130,6 +136,16 @@ GS_HIDDEN PyThreadState *gs_attached_shared(PyThreadState *t);
  * into the executable, never reaches the shim's PyEval_SaveThread. */
 GS_HIDDEN PyThreadState *gs_readline_released(void);
 
+struct gs_thread;
+/* Where CPython keeps the attached state, found once per process from the
+ * general paths (resolve.c): gs_learn_current right after this thread
+ * attached t, gs_learn_detached right after it detached t. Once found,
+ * gs_learn_current (t may be NULL then) points self->py_current at this
+ * thread's word. */
+GS_HIDDEN void gs_learn_current(struct gs_thread *self, PyThreadState *t);
+GS_HIDDEN void gs_learn_detached(struct gs_thread *self, PyThreadState *t);
+GS_HIDDEN int gs_reads_attached_directly(void);
+
 /* The tstate attached on the calling OS thread, or NULL. On <= 3.11 the
  * "current" tstate is process-wide (one GIL): the thread's bound tstate is
  * stock's own test, then gs_attached_shared. */
@@ -139,6 +155,28 @@ static inline PyThreadState *gs_py_attached(void)
     if (t && py.thread_id_offset && t != gs_tss_get())
         return gs_attached_shared(t);
     return t;
+}
+
+/* Called attached to t, a thread state just made: check the offset of its
+ * pending exception against CPython's own answer, once (resolve.c). */
+GS_HIDDEN void gs_learn_exception(PyThreadState *t);
+
+/* Whether the attached t has an exception set: PyErr_Occurred, read
+ * directly once the offset is checked. */
+static inline int gs_py_exception(PyThreadState *t)
+{
+    long off = __atomic_load_n(&py.exc_offset, __ATOMIC_RELAXED);
+    return __builtin_expect(off != 0, 1) ? *(void *const *)((const char *)t + off) != NULL
+                                         : py.Err_Occurred() != NULL;
+}
+
+/* The tstate attached to the calling thread (3.12+) or to any (<= 3.11):
+ * PyThreadState_GetUnchecked, read directly once the word is known. */
+static inline PyThreadState *gs_py_current(void *const *word)
+{
+    return __builtin_expect(word != NULL, 1)
+               ? (PyThreadState *)__atomic_load_n(word, __ATOMIC_RELAXED)
+               : py.UncheckedGet();
 }
 
 #endif

@@ -263,6 +263,7 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
             py.RestoreThread(back);
         }
         atomic_store(&gs_finalizing, 1);
+        gs_fast_refresh();
         for (size_t i = 0; i < o.n; i++)
             atomic_store(&o.list[i]->state, GS_ENDING);
         sweep(in);
@@ -277,6 +278,7 @@ static void runtime_exit(void)
     /* Last thing in Py_FinalizeEx: every tstate is freed. */
     gs_runtime_ended();
     atomic_store(&gs_finalizing, 0);
+    gs_fast_refresh();
 }
 
 void gs_place_exit_hook(struct gs_interp *in)
@@ -306,6 +308,7 @@ void gs_place_exit_hook(struct gs_interp *in)
         /* Both hooks in place: finalization will be seen before any thread
          * state is freed, and the fast path may rely on that. */
         atomic_store(&gs_hooks_armed, gen);
+        gs_fast_refresh();
     }
     if (res) py.DecRef(res);
     if (reg) py.DecRef(reg);
@@ -388,6 +391,13 @@ static void after_fork_child(void)
     int present = gs_py_state() == GS_PY_PRESENT;
     gs_registry_after_fork_child(present ? gs_py_attached() : NULL,
                                  present ? py.InterpreterState_Main() : NULL);
+    /* <= 3.11 re-creates its TSS key in the child (_PyGILState_Reinit),
+     * possibly under another number, and binds the current state to it:
+     * find the key again, and forget what the rows knew of their slots. */
+    atomic_store(&gs_tss_key_state, 0);
+    struct gs_thread *me = gs_thread_peek();
+    for (size_t i = 0; me && i < me->nrows; i++)
+        me->rows[i]->tss_note = 0;
 }
 
 static _Atomic int g_lifecycle_ready;

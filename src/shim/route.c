@@ -33,9 +33,26 @@ __attribute__((noinline)) static int hot_slow(void)
               (c->log_level >= GS_LOG_DEBUG ? HOT_DEBUG : 0);
     /* Not final while CPython is unresolved or the configuration is still
      * being read (a re-entrant call sees the defaults). */
-    if (s != GS_PY_UNKNOWN && gs_config_final())
+    if (s != GS_PY_UNKNOWN && gs_config_final()) {
         atomic_store_explicit(&g_hot, hot, memory_order_release);
+        gs_fast_refresh();
+    }
     return hot;
+}
+
+/* gs_fast: see shim.h. Its inputs change a handful of times in a process;
+ * each change refreshes it, one refresh at a time, so the last refresh
+ * has seen every change. */
+_Atomic int gs_fast;
+
+void gs_fast_refresh(void)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    int route = atomic_load(&g_hot) == GS_MODE_ROUTE;
+    int rows = route && !gs_runtime_finalizing() && atomic_load(&gs_hooks_armed) == gs_generation();
+    atomic_store(&gs_fast, (route ? GS_FAST_NEST : 0) | (rows ? GS_FAST_ROW : 0));
+    pthread_mutex_unlock(&lock);
 }
 
 static inline int hot(void)
@@ -137,6 +154,8 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
          * other threads (the row stays BUSY while this runs) */
         __atomic_store_n(&r->tstate, t, __ATOMIC_RELEASE);
         py.RestoreThread(t);
+        gs_learn_current(self, t);
+        gs_learn_exception(t);
         gs_log(GS_LOG_DEBUG, "new thread state %p for interpreter %lld", (void *)t,
                (long long)in->id);
         if (!in->hook_registered)
@@ -144,28 +163,52 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         return r;
     }
     py.RestoreThread(r->tstate);
+    if (__builtin_expect(!self->py_current, 0))
+        gs_learn_current(self, r->tstate);
     return r;
 }
 
-static inline void row_detach(struct gs_row *r)
+/* What the owner knows of its CPython TSS slot (gs_row.tss_note). */
+enum {
+    TSS_UNKNOWN = 0,
+    /* <= 3.11: the slot holds this row's tstate. CPython binds a slot
+     * only while it is empty and empties it only when the bound state is
+     * deleted, so it keeps holding it while the row lives. */
+    TSS_HOLDS = 1,
+    /* 3.12+: the shim has emptied the slot once. CPython rebinds a state
+     * only after it unbound it itself, which it does when deleting it. */
+    TSS_EMPTIED = 2,
+};
+
+/* A row just detached goes back to IDLE. */
+static inline void row_idle(struct gs_row *r)
 {
-    py.SaveThread();
     /* 3.12+ binds the gilstate TSS slot to the last attached tstate and,
      * on the next attach, writes through the old binding. An idle row may
      * be deleted by an interpreter end at any moment: unbind it now. */
-    if (py.minor >= 12)
+    if (__builtin_expect(r->tss_note == TSS_UNKNOWN, 0) && py.minor >= 12) {
         gs_unbind_tss(r->tstate);
+        r->tss_note = TSS_EMPTIED;
+    }
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
+}
+
+static inline void row_detach(struct gs_thread *self, struct gs_row *r)
+{
+    py.SaveThread();
+    if (__builtin_expect(!self->py_current, 0))
+        gs_learn_detached(self, r->tstate);
+    row_idle(r);
 }
 
 /* The outermost Release of a row. Stock destroys the thread state here,
  * and with it any exception the callback left set; a reused one must not
  * carry it over. */
-static inline void row_release(struct gs_row *r)
+static inline void row_release(struct gs_thread *self, struct gs_row *r)
 {
-    if (py.Err_Occurred())
+    if (gs_py_exception(r->tstate))
         py.Err_Clear();
-    row_detach(r);
+    row_detach(self, r);
 }
 
 struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
@@ -232,8 +275,9 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
         gs_fail_safe("out of memory for the thread record", caller);
     if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) != NULL, 0))
         gs_fix_stale_tss(self);
-
     PyThreadState *att = gs_py_attached();
+    if (!self->py_current)
+        gs_learn_current(self, att);
     struct gs_frame *f = gs_frame_push(self);
     if (!f)
         gs_fail_safe("out of memory for an Ensure frame", caller);
@@ -340,7 +384,7 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
         break;
     case GS_FRAME_ROW:
     case GS_FRAME_SWITCH:
-        row_release(row);
+        row_release(self, row);
         if (kind == GS_FRAME_SWITCH)
             py.RestoreThread(prev);
         break;
@@ -403,72 +447,130 @@ __attribute__((noinline)) static void release_general(int oldstate, const void *
  * path, which decides the same way with every case spelled out.
  */
 
-int gs_ensure(const void *caller)
+/* The row fast path's tail: claim r and attach it. Every call before the
+ * last is a tail call, so that the common case saves no registers. */
+static inline __attribute__((always_inline)) int ensure_row(struct gs_thread *self,
+                                                            struct gs_row *r, size_t depth,
+                                                            const void *caller)
 {
-    struct gs_thread *self = gs_tl_self;
-    if (__builtin_expect(hot() != GS_MODE_ROUTE || !self ||
-                         atomic_load_explicit(&self->stale_tss, memory_order_relaxed), 0))
-        return ensure_general(caller);
-    /* Frames are written member by member below, not zeroed: see the
-     * note on struct gs_frame. */
-    struct gs_frame *f;
-    PyThreadState *cur = gs_py_attached();
-    if (cur) {
-        if (__builtin_expect(self->depth >= GS_FRAME_CHUNK, 0))
-            return ensure_general(caller);
-        f = &self->first_chunk.f[self->depth++];
-        f->kind = GS_FRAME_NESTED;
-        f->returned = GS_PyGILState_LOCKED;
-        f->explicit_api = 0;
-        f->tstate = cur;
-        f->caller = caller;
-        return GS_PyGILState_LOCKED;
-    }
-    /* Rules 1-2 do not apply (nothing attached, no released region the
-     * shim saw or CPython has bound); rules 3-5 gave fast_row last time
-     * and their inputs have not changed since. */
-    PyThreadState *bound = gs_tss_get();
-    struct gs_row *r = self->fast_row;
-    if (__builtin_expect(!r || self->nreleased /* overflow implies a full array */ ||
-                         (bound && bound != r->tstate) || self->depth >= GS_FRAME_CHUNK ||
-                         atomic_load_explicit(&gs_hooks_armed, memory_order_relaxed) !=
-                             gs_generation(), 0))
-        return ensure_general(caller);
     int idle = GS_ROW_IDLE;
     if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
         return ensure_general(caller);
     /* seq_cst after the CAS: see the protocol in registry.h */
-    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE || gs_runtime_finalizing(), 0)) {
+    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE, 0)) {
         atomic_store(&r->state, GS_ROW_IDLE);
         return ensure_general(caller);
     }
-    f = &self->first_chunk.f[self->depth++];
-    f->kind = GS_FRAME_ROW;
-    f->returned = GS_PyGILState_UNLOCKED;
-    f->explicit_api = 0;
+    struct gs_frame *f = &self->first_chunk.f[depth];
+    f->tag = gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0);
     f->tstate = r->tstate;
     f->row = r;
     f->caller = caller;
+    self->depth = depth + 1;
     py.RestoreThread(r->tstate);
     return GS_PyGILState_UNLOCKED;
+}
+
+/* The row fast path when CPython's TSS slot must be read first: always on
+ * 3.12+, where it is empty while the row is idle, unless a state of the
+ * thread's own is bound there (rule 2 then, in the general path). */
+__attribute__((noinline)) static int ensure_row_tss(struct gs_thread *self, struct gs_row *r,
+                                                    size_t depth, const void *caller)
+{
+    PyThreadState *bound = gs_tss_get();
+    if (bound && bound != r->tstate)
+        return ensure_general(caller);
+    if (bound && py.minor <= 11)
+        r->tss_note = TSS_HOLDS;
+    return ensure_row(self, r, depth, caller);
+}
+
+/* Rules 1-2 do not apply (nothing attached, no released region the shim
+ * saw or CPython has bound); rules 3-5 gave fast_row last time and their
+ * inputs have not changed since. */
+static inline __attribute__((always_inline)) int ensure_detached(struct gs_thread *self,
+                                                                 size_t depth, int fast,
+                                                                 const void *caller)
+{
+    struct gs_row *r = self->fast_row;
+    if (__builtin_expect(!(fast & GS_FAST_ROW) || !r ||
+                         self->nreleased /* overflow implies a full array */, 0))
+        return ensure_general(caller);
+    if (r->tss_note != TSS_HOLDS)
+        return ensure_row_tss(self, r, depth, caller);
+    return ensure_row(self, r, depth, caller);
+}
+
+/* Something is attached: here (nest) or, on <= 3.11, where the
+ * process-wide word may name another thread's state. */
+__attribute__((noinline)) static int ensure_attached(struct gs_thread *self, PyThreadState *cur,
+                                                     size_t depth, int fast, const void *caller)
+{
+    /* a state open in a frame of this thread is this thread's */
+    if (py.thread_id_offset && !(depth && self->first_chunk.f[depth - 1].tstate == cur) &&
+        cur != gs_tss_get() && !gs_attached_shared(cur))
+        return ensure_detached(self, depth, fast, caller);
+    struct gs_frame *f = &self->first_chunk.f[depth];
+    f->tag = gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0);
+    f->tstate = cur;
+    f->caller = caller;
+    self->depth = depth + 1;
+    return GS_PyGILState_LOCKED;
+}
+
+/* The fast path while this thread does not know CPython's word yet. */
+__attribute__((noinline)) static int ensure_calling(struct gs_thread *self, size_t depth, int fast,
+                                                    const void *caller)
+{
+    PyThreadState *cur = py.UncheckedGet();
+    if (cur)
+        return ensure_attached(self, cur, depth, fast, caller);
+    return ensure_detached(self, depth, fast, caller);
+}
+
+int gs_ensure(const void *caller)
+{
+    struct gs_thread *self = gs_tl_self;
+    size_t depth;
+    int fast = atomic_load_explicit(&gs_fast, memory_order_relaxed);
+    if (__builtin_expect(!(fast & GS_FAST_NEST) || !self ||
+                         (depth = self->depth) >= GS_FRAME_CHUNK ||
+                         atomic_load_explicit(&self->stale_tss, memory_order_relaxed), 0))
+        return ensure_general(caller);
+    /* Frames are written member by member, not zeroed: see the note on
+     * struct gs_frame. */
+    if (__builtin_expect(!self->py_current, 0))
+        return ensure_calling(self, depth, fast, caller);
+    PyThreadState *cur = __atomic_load_n((PyThreadState *const *)self->py_current, __ATOMIC_RELAXED);
+    if (cur)
+        return ensure_attached(self, cur, depth, fast, caller);
+    return ensure_detached(self, depth, fast, caller);
 }
 
 void gs_release(int oldstate, const void *caller)
 {
     struct gs_thread *self = gs_tl_self;
-    struct gs_frame *f;
-    if (__builtin_expect(hot() == GS_MODE_ROUTE && (f = gs_frame_top(self)) && !f->explicit_api &&
-                         f->returned == oldstate, 1)) {
-        if (f->kind == GS_FRAME_NESTED) {
-            gs_frame_drop(self, f);
+    size_t top;
+    /* depth 0 wraps to SIZE_MAX: the general path reports it */
+    if (__builtin_expect(atomic_load_explicit(&gs_fast, memory_order_relaxed) && self &&
+                         (top = self->depth - 1) < GS_FRAME_CHUNK, 1)) {
+        struct gs_frame *f = &self->first_chunk.f[top];
+        if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&
+            oldstate == GS_PyGILState_LOCKED) {
+            self->depth = top;
             return;
         }
         /* f->tstate is this thread's own: attached (process-wide on
          * <= 3.11) means attached by this thread. */
-        if (f->kind == GS_FRAME_ROW && py.UncheckedGet() == f->tstate) {
+        if (f->tag == gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0) &&
+            oldstate == GS_PyGILState_UNLOCKED && self->py_current &&
+            __atomic_load_n((PyThreadState *const *)self->py_current, __ATOMIC_RELAXED) == f->tstate) {
             struct gs_row *r = f->row;
-            gs_frame_drop(self, f);
-            row_release(r);
+            self->depth = top;
+            if (gs_py_exception(r->tstate))
+                py.Err_Clear();
+            py.SaveThread();
+            row_idle(r);
             return;
         }
     }
@@ -507,14 +609,25 @@ int gs_check(void)
     return gs_py_attached() != NULL;
 }
 
+/* A thread detaching through the shim: look for CPython's attached-state
+ * word on either side (resolve.c), until this thread knows it. */
+__attribute__((noinline)) static PyThreadState *save_thread_learning(struct gs_thread *self)
+{
+    gs_learn_current(self, py.UncheckedGet());
+    PyThreadState *t = py.SaveThread();
+    gs_learn_detached(self, t);
+    return t;
+}
+
 PyThreadState *gs_save_thread(void)
 {
-    PyThreadState *t = ORIGINAL(SaveThread, "PyEval_SaveThread")();
-    if (t && tracking()) {
-        struct gs_thread *self = gs_thread_self();
-        if (self)
-            gs_released_push(self, t);
-    }
+    struct gs_thread *self;
+    PyThreadState *t;
+    if (!tracking() || !(self = gs_thread_self()))
+        return ORIGINAL(SaveThread, "PyEval_SaveThread")();
+    t = __builtin_expect(self->py_current != NULL, 1) ? py.SaveThread() : save_thread_learning(self);
+    if (t)
+        gs_released_push(self, t);
     return t;
 }
 

@@ -5,6 +5,7 @@
  * do: views, stats) is found with dlsym when preloaded.
  *
  *   bench all [SCALE]   every measurement below, "key value" per line
+ *   bench cycles [SCALE] only the single-thread cycles (quick to iterate on)
  *   bench ir WHAT N     one loop of N cycles, for callgrind --toggle-collect
  *
  * Times are ns per cycle, best of ROUNDS rounds; each loop runs on a
@@ -151,7 +152,8 @@ struct timed {
     double best;
 };
 
-static void timed_round(struct timed *t, PyThreadState *mine)
+/* noipa: callgrind counts this, the timed part, alone (--toggle-collect) */
+__attribute__((noipa)) static void timed_round(struct timed *t, PyThreadState *mine)
 {
     double t0 = now_ns();
     if (t->ploop)
@@ -561,8 +563,8 @@ static void all(void)
 #endif
 }
 
-/* One loop, nothing else timed: for callgrind --toggle-collect=loop_*.
- * n/10 warm-up cycles and n counted: 1.1 n in all. */
+/* One loop, nothing else timed: for callgrind --toggle-collect=timed_round,
+ * which counts the n timed cycles and not the n/10 warm-up ones. */
 static void ir(const char *what, long n)
 {
     PyInterpreterState *main_is = PyInterpreterState_Main();
@@ -586,7 +588,7 @@ static void ir(const char *what, long n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench all [SCALE] | bench ir cycle|persistent[_real]|nested[_real] N\n");
+        fprintf(stderr, "usage: bench all|cycles [SCALE] | bench ir cycle|persistent[_real]|nested[_real] N\n");
         return 2;
     }
     Py_InitializeEx(0);
@@ -595,6 +597,14 @@ int main(int argc, char **argv)
         if (argc > 2)
             scale = atol(argv[2]);
         all();
+    } else if (!strcmp(argv[1], "cycles")) {
+        if (argc > 2)
+            scale = atol(argv[2]);
+        PyThreadState *main_ts = PyThreadState_Get();
+        PyThreadState *sub = test_new_sub(0);
+        PyThreadState_Swap(main_ts);
+        cycles(main_ts, sub);
+        test_end_sub(sub, main_ts, 0);
     } else if (!strcmp(argv[1], "ir") && argc > 3) {
         ir(argv[2], atol(argv[3]));
     }

@@ -318,6 +318,38 @@ Test(embed, ten_thousand_cycles_one_thread_state)
     cr_assert(s.n, "stock churns thread states");
 }
 
+/* A callback that returns with an exception set, then the next ones on the
+ * same (reused) thread state, which must start clean: stock destroys the
+ * state, and the exception with it, at the outermost Release. */
+static void exception_job(struct job *j)
+{
+    j->n = 0;
+    for (int i = 0; i < 100; i++) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        if (PyErr_Occurred())
+            j->n++;
+        PyGILState_STATE inner = PyGILState_Ensure();
+        PyErr_SetString(PyExc_ValueError, "left set by a callback");
+        PyGILState_Release(inner);
+        if (!PyErr_Occurred())
+            j->n += 1000;  /* the nested Release must not clear it */
+        PyGILState_Release(g);
+    }
+}
+
+Test(embed, reused_thread_state_starts_without_the_last_exception)
+{
+    struct job j = {.fn = exception_job};
+    run_thread(&j);
+    cr_assert_eq(j.n, 0, "%d callbacks began with an exception set, or lost theirs", j.n);
+    /* the cycles above took the fast paths, which read CPython's memory
+     * once they have found where; each version must get there */
+    gilshim_stats st;
+    cr_assert_eq(gilshim_get_stats(&st, sizeof st), GILSHIM_OK);
+    cr_assert_eq(st.reads_attached_directly, 1);
+    cr_assert_eq(st.reads_exception_directly, 1);
+}
+
 static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t park_cv = PTHREAD_COND_INITIALIZER;
 static int park_state;  /* 1: called back, 2: may exit */
@@ -454,7 +486,12 @@ Test(embed, bad_views_and_arguments_are_refused)
     cr_assert_eq(gilshim_last_error(), GILSHIM_EINVAL);
     cr_assert_eq(gilshim_get_stats(NULL, 0), GILSHIM_EINVAL);
     gilshim_stats st;
-    cr_assert_eq(gilshim_get_stats(&st, sizeof st - 1), GILSHIM_EINVAL, "a too small struct");
+    cr_assert_eq(gilshim_get_stats(&st, offsetof(gilshim_stats, reads_attached_directly) - 1),
+                 GILSHIM_EINVAL, "shorter than the first version of the struct");
+    size_t first = offsetof(gilshim_stats, reads_attached_directly);
+    memset(&st, 0xa5, sizeof st);
+    cr_assert_eq(gilshim_get_stats(&st, first), GILSHIM_OK, "an older caller's struct");
+    cr_assert_eq(((unsigned char *)&st)[first], 0xa5, "nothing written past its end");
     cr_assert_eq(gilshim_get_stats(&st, sizeof st), GILSHIM_OK);
     cr_assert_str_eq(gilshim_strerror(12345), "unknown gilshim error");
     cr_assert_eq(PyThreadState_Get(), main_ts, "nothing changed");
@@ -463,10 +500,21 @@ Test(embed, bad_views_and_arguments_are_refused)
 Test(embed, thread_state_offset_matches_headers)
 {
     /* src/shim/resolve.c keeps offsetof(PyThreadState, thread_id) for the
-     * versions whose current thread state is process-wide. */
+     * versions whose current thread state is process-wide... */
 #if PY_VERSION_HEX < 0x030C0000
     long expect = PY_VERSION_HEX < 0x030B0000 ? 176 : 152;
     cr_assert_eq((long)offsetof(PyThreadState, thread_id), expect);
+#endif
+    /* and where a thread state keeps its pending exception, which it
+     * checks on a live state before use */
+#if PY_VERSION_HEX < 0x030B0000
+    cr_assert_eq((long)offsetof(PyThreadState, curexc_type), 88);
+#elif PY_VERSION_HEX < 0x030C0000
+    cr_assert_eq((long)offsetof(PyThreadState, curexc_type), 96);
+#elif PY_VERSION_HEX < 0x030D0000
+    cr_assert_eq((long)offsetof(PyThreadState, current_exception), 96);
+#else
+    cr_assert_eq((long)offsetof(PyThreadState, current_exception), 112);
 #endif
     cr_assert_eq(PyGILState_Check(), 1);
 }
