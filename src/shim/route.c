@@ -49,9 +49,12 @@ void gs_fast_refresh(void)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
-    int route = atomic_load(&g_hot) == GS_MODE_ROUTE;
+    int hot = atomic_load(&g_hot);
+    int track = hot >= 0 && (hot & ~HOT_DEBUG) != GS_MODE_OFF;
+    int route = hot == GS_MODE_ROUTE;
     int rows = route && !gs_runtime_finalizing() && atomic_load(&gs_hooks_armed) == gs_generation();
-    atomic_store(&gs_fast, (route ? GS_FAST_NEST : 0) | (rows ? GS_FAST_ROW : 0));
+    atomic_store(&gs_fast, (track ? GS_FAST_TRACK : 0) | (route ? GS_FAST_NEST : 0) |
+                               (rows ? GS_FAST_ROW : 0));
     pthread_mutex_unlock(&lock);
 }
 
@@ -474,15 +477,17 @@ static inline __attribute__((always_inline)) int ensure_row(struct gs_thread *se
 /* The row fast path when CPython's TSS slot must be read first: always on
  * 3.12+, where it is empty while the row is idle, unless a state of the
  * thread's own is bound there (rule 2 then, in the general path). */
-__attribute__((noinline)) static int ensure_row_tss(struct gs_thread *self, struct gs_row *r,
-                                                    size_t depth, const void *caller)
+__attribute__((noinline)) static int ensure_row_tss(const void *caller)
 {
     PyThreadState *bound = gs_tss_get();
+    /* read again rather than kept across the call: nothing to save */
+    struct gs_thread *self = gs_tl_self;
+    struct gs_row *r = self->fast_row;
     if (bound && bound != r->tstate)
         return ensure_general(caller);
     if (bound && py.minor <= 11)
         r->tss_note = TSS_HOLDS;
-    return ensure_row(self, r, depth, caller);
+    return ensure_row(self, r, self->depth, caller);
 }
 
 /* Rules 1-2 do not apply (nothing attached, no released region the shim
@@ -497,7 +502,7 @@ static inline __attribute__((always_inline)) int ensure_detached(struct gs_threa
                          self->nreleased /* overflow implies a full array */, 0))
         return ensure_general(caller);
     if (r->tss_note != TSS_HOLDS)
-        return ensure_row_tss(self, r, depth, caller);
+        return ensure_row_tss(caller);
     return ensure_row(self, r, depth, caller);
 }
 
@@ -551,9 +556,10 @@ void gs_release(int oldstate, const void *caller)
 {
     struct gs_thread *self = gs_tl_self;
     size_t top;
+    int fast = atomic_load_explicit(&gs_fast, memory_order_relaxed);
     /* depth 0 wraps to SIZE_MAX: the general path reports it */
-    if (__builtin_expect(atomic_load_explicit(&gs_fast, memory_order_relaxed) && self &&
-                         (top = self->depth - 1) < GS_FRAME_CHUNK, 1)) {
+    if (__builtin_expect((fast & GS_FAST_NEST) && self && (top = self->depth - 1) < GS_FRAME_CHUNK,
+                         1)) {
         struct gs_frame *f = &self->first_chunk.f[top];
         if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&
             oldstate == GS_PyGILState_LOCKED) {
@@ -562,12 +568,13 @@ void gs_release(int oldstate, const void *caller)
         }
         /* f->tstate is this thread's own: attached (process-wide on
          * <= 3.11) means attached by this thread. */
+        PyThreadState *t = f->tstate;
         if (f->tag == gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0) &&
             oldstate == GS_PyGILState_UNLOCKED && self->py_current &&
-            __atomic_load_n((PyThreadState *const *)self->py_current, __ATOMIC_RELAXED) == f->tstate) {
+            __atomic_load_n((PyThreadState *const *)self->py_current, __ATOMIC_RELAXED) == t) {
             struct gs_row *r = f->row;
             self->depth = top;
-            if (gs_py_exception(r->tstate))
+            if (gs_py_exception(t))
                 py.Err_Clear();
             py.SaveThread();
             row_idle(r);
@@ -619,7 +626,7 @@ __attribute__((noinline)) static PyThreadState *save_thread_learning(struct gs_t
     return t;
 }
 
-PyThreadState *gs_save_thread(void)
+__attribute__((noinline)) static PyThreadState *save_general(void)
 {
     struct gs_thread *self;
     PyThreadState *t;
@@ -628,6 +635,20 @@ PyThreadState *gs_save_thread(void)
     t = __builtin_expect(self->py_current != NULL, 1) ? py.SaveThread() : save_thread_learning(self);
     if (t)
         gs_released_push(self, t);
+    return t;
+}
+
+/* Every blocking call in Python comes through here and the next one: the
+ * common case of each is written out, the rest is the general path. */
+PyThreadState *gs_save_thread(void)
+{
+    struct gs_thread *self = gs_tl_self;
+    if (__builtin_expect(!(atomic_load_explicit(&gs_fast, memory_order_relaxed) & GS_FAST_TRACK) ||
+                         !self || !self->py_current || self->nreleased >= GS_RELEASED_MAX, 0))
+        return save_general();
+    PyThreadState *t = py.SaveThread();
+    if (t)
+        self->released[self->nreleased++] = t;
     return t;
 }
 
@@ -648,7 +669,7 @@ __attribute__((noinline)) static void restore_slow(struct gs_thread *self, PyThr
     }
 }
 
-void gs_restore_thread(PyThreadState *t)
+__attribute__((noinline)) static void restore_general(PyThreadState *t)
 {
     struct gs_thread *self;
     if (tracking() && (self = gs_thread_peek())) {
@@ -660,6 +681,23 @@ void gs_restore_thread(PyThreadState *t)
         }
     }
     ORIGINAL(RestoreThread, "PyEval_RestoreThread")(t);
+}
+
+void gs_restore_thread(PyThreadState *t)
+{
+    struct gs_thread *self = gs_tl_self;
+    size_t n;
+    /* the innermost region closes, and nothing is pending */
+    if (__builtin_expect(!(atomic_load_explicit(&gs_fast, memory_order_relaxed) & GS_FAST_TRACK) ||
+                         !self || !(n = self->nreleased) || self->released_overflow ||
+                         self->released[n - 1] != t ||
+                         atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
+                         self->pending_hook, 0)) {
+        restore_general(t);
+        return;
+    }
+    self->nreleased = n - 1;
+    py.RestoreThread(t);
 }
 
 struct gs_interp *gs_creator_owner(void)

@@ -109,11 +109,12 @@ GS_HIDDEN void gs_patch_loaded_objects(void);
  * hook are both registered: while it is current and the runtime is not
  * finalizing, CPython is initialized and stays so until the shim hears. */
 GS_HIDDEN extern _Atomic uint64_t gs_hooks_armed;
-/* Which fast paths may run (route.c): nesting in route mode; re-attaching
- * a row also needs the hooks armed in the current generation (so CPython
- * is initialized) and the runtime not finalizing. Whoever changes one of
+/* Which fast paths may run (route.c): recording GIL-released regions in
+ * route or diagnose mode; nesting in route mode; re-attaching a row also
+ * needs the hooks armed in the current generation (so CPython is
+ * initialized) and the runtime not finalizing. Whoever changes one of
  * these calls gs_fast_refresh. */
-enum { GS_FAST_NEST = 1, GS_FAST_ROW = 2 };
+enum { GS_FAST_NEST = 1, GS_FAST_ROW = 2, GS_FAST_TRACK = 4 };
 GS_HIDDEN extern _Atomic int gs_fast;
 GS_HIDDEN void gs_fast_refresh(void);
 /* Set by main's exit hook when Py_FinalizeEx begins, cleared when it ends. */
