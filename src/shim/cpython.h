@@ -2,8 +2,9 @@
  * The slice of CPython the shim uses, declared here instead of including
  * Python.h: the shim links no libpython and runs unchanged on 3.9-3.13, so
  * every CPython function is found at run time and called through py.*.
- * Types are opaque; the one struct field read (thread_id, on <= 3.11) has
- * its offset in a per-version table checked by tests/embed.
+ * Types are opaque. Two PyThreadState fields are read (thread_id on
+ * <= 3.11, the pending exception) at offsets kept per version and checked
+ * by tests/embed; CPython's attached-state word is found by looking.
  */
 #ifndef GILSHIM_CPYTHON_H
 #define GILSHIM_CPYTHON_H
