@@ -84,11 +84,13 @@ typedef struct gilshim_stats {
     size_t threads;  /* OS threads with a gilshim record */
     size_t rows;     /* cached thread states: one per (thread x interpreter) used */
     size_t bytes;    /* heap held for those, besides CPython's own thread states */
-    /* 1 once the fast paths read CPython's attached thread state and a
-     * thread state's pending exception in memory, 0 while they still call
-     * CPython for them (README "Performance") */
+    /* 1 once the fast paths read CPython's attached thread state, a
+     * thread state's pending exception and CPython's TSS slot in memory,
+     * 0 while they still call CPython or libc for them (README
+     * "Performance") */
     int reads_attached_directly;
     int reads_exception_directly;
+    int reads_tss_directly;
 } gilshim_stats;
 int gilshim_get_stats(gilshim_stats *out, size_t size);
 

@@ -132,6 +132,14 @@ static int key_ready(void)
     return atomic_load(&g_key_state) == 2;
 }
 
+int gs_thread_key(pthread_key_t *key)
+{
+    if (atomic_load_explicit(&g_key_state, memory_order_acquire) != 2)
+        return 0;
+    *key = g_key;
+    return 1;
+}
+
 struct gs_thread *gs_thread_create(void)
 {
     struct gs_thread *t;

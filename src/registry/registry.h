@@ -13,6 +13,7 @@
 #ifndef GILSHIM_REGISTRY_H
 #define GILSHIM_REGISTRY_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -134,6 +135,9 @@ struct gs_thread {
     /* where CPython keeps the thread state attached on this thread
      * (src/shim/resolve.c), once known: read directly on the fast paths */
     void *const *py_current;
+    /* where glibc keeps this thread's value of CPython's TSS key, once
+     * known (src/shim/lifecycle.c) */
+    void *const *tss_slot;
     /* Ensure frames: chunks never move, so a frame can be a token */
     struct gs_frame_chunk first_chunk;
     size_t depth;
@@ -188,6 +192,9 @@ static inline struct gs_thread *gs_thread_self(void)
     struct gs_thread *t = gs_tl_self;
     return __builtin_expect(t != NULL, 1) ? t : gs_thread_create();
 }
+/* The pthread key whose value on each thread is its record (for its exit
+ * destructor); 0 until the first record exists. */
+GS_HIDDEN int gs_thread_key(pthread_key_t *key);
 /* Called by the thread-exit destructor before the record is freed, to
  * destroy the thread's live rows. Set by the shim. */
 typedef void (*gs_thread_reaper)(struct gs_thread *);

@@ -41,6 +41,7 @@ GS_EXPORT int gilshim_get_stats(gilshim_stats *out, size_t size)
         .bytes = gs_registry_bytes(),
         .reads_attached_directly = gs_reads_attached_directly(),
         .reads_exception_directly = __atomic_load_n(&py.exc_offset, __ATOMIC_RELAXED) != 0,
+        .reads_tss_directly = gs_reads_tss_directly(),
     };
     memcpy(out, &st, size < sizeof st ? size : sizeof st);
     return GILSHIM_OK;

@@ -119,6 +119,12 @@ static inline PyThreadState *gs_tss_get(void)
     return gs_tss_get_slow();
 }
 
+struct gs_thread;
+/* Point self->tss_slot at where glibc keeps this thread's value of
+ * CPython's TSS key, once the layout is checked (lifecycle.c). */
+GS_HIDDEN void gs_learn_tss_slot(struct gs_thread *self);
+GS_HIDDEN int gs_reads_tss_directly(void);
+
 /* Clear the calling thread's TSS slot if it holds t (detached). */
 static inline void gs_unbind_tss(PyThreadState *t)
 {
@@ -137,7 +143,6 @@ GS_HIDDEN PyThreadState *gs_attached_shared(PyThreadState *t);
  * into the executable, never reaches the shim's PyEval_SaveThread. */
 GS_HIDDEN PyThreadState *gs_readline_released(void);
 
-struct gs_thread;
 /* Where CPython keeps the attached state, found once per process from the
  * general paths (resolve.c): gs_learn_current right after this thread
  * attached t, gs_learn_detached right after it detached t. Once found,

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "shim.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -76,6 +77,68 @@ void gs_fix_stale_tss(struct gs_thread *self)
             }
     }
     gs_row_prune(self);
+}
+
+/*
+ * The slot read in memory, for the fast paths: on 3.12+ reading it is the
+ * one check left on the way to a cached state (rule 2 must see a state the
+ * thread bound there itself), and pthread_getspecific is a call. glibc keeps
+ * a thread's first 32 key values in its descriptor (pthread_self()) and
+ * publishes where, for libthread_db: the _thread_db_* descriptors gdb reads
+ * thread-specific data with ({size in bits, count, offset} each). The
+ * layout is checked on the shim's own key, whose value is known, before it
+ * is used. The key's sequence number is not checked, so a value left from
+ * a deleted key reads as still set: that only sends the call to the
+ * general path, which reads the slot properly (ensure_row_tss).
+ */
+static _Atomic int g_slot_state;  /* 0 unknown, 1 usable, 2 not */
+static size_t g_specific_off, g_block_keys, g_stride, g_data_off;
+
+static void *const *slot_of(pthread_key_t key)
+{
+    if (key >= g_block_keys)
+        return NULL;  /* not in the descriptor's own first block */
+    char *const *level1 = (char *const *)((char *)pthread_self() + g_specific_off);
+    return level1[0] ? (void *const *)(level1[0] + key * g_stride + g_data_off) : NULL;
+}
+
+static int slot_layout(void)
+{
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    const uint32_t *spec = libc ? dlsym(libc, "_thread_db_pthread_specific") : NULL;
+    const uint32_t *l2 = libc ? dlsym(libc, "_thread_db_pthread_key_data_level2_data") : NULL;
+    const uint32_t *data = libc ? dlsym(libc, "_thread_db_pthread_key_data_data") : NULL;
+    if (!spec || !l2 || !data || data[0] != 8 * sizeof(void *) || !l2[0] || l2[0] % 8 || !l2[1])
+        return 0;
+    g_specific_off = spec[2];
+    g_block_keys = l2[1];
+    g_stride = l2[0] / 8;
+    g_data_off = data[2];
+    pthread_key_t own;
+    struct gs_thread *self = gs_thread_peek();
+    void *const *mine;
+    return self && gs_thread_key(&own) && (mine = slot_of(own)) && *mine == (void *)self &&
+           pthread_getspecific(own) == (void *)self;
+}
+
+int gs_reads_tss_directly(void) { return atomic_load(&g_slot_state) == 1; }
+
+void gs_learn_tss_slot(struct gs_thread *self)
+{
+    self->tss_slot = NULL;  /* the key may have changed since */
+    int s = atomic_load_explicit(&g_slot_state, memory_order_acquire);
+    if (s == 2 || atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1)
+        return;
+    if (s == 0) {
+        s = slot_layout() ? 1 : 2;
+        atomic_store_explicit(&g_slot_state, s, memory_order_release);
+        if (s == 2)
+            gs_log(GS_LOG_INFO, "glibc's thread-specific data layout not identified; "
+                   "CPython's TSS slot is read with pthread_getspecific");
+    }
+    void *const *slot;
+    if (s == 1 && (slot = slot_of(gs_tss_key)) && *slot == pthread_getspecific(gs_tss_key))
+        self->tss_slot = slot;
 }
 
 void gs_delete_foreign_tstate(PyThreadState *t)
@@ -275,8 +338,11 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
 
 static void runtime_exit(void)
 {
-    /* Last thing in Py_FinalizeEx: every tstate is freed. */
+    /* Last thing in Py_FinalizeEx: every tstate is freed, and CPython's
+     * TSS key deleted; a runtime initialized again makes a new one, which
+     * is found again. */
     gs_runtime_ended();
+    atomic_store(&gs_tss_key_state, 0);
     atomic_store(&gs_finalizing, 0);
     gs_fast_refresh();
 }
@@ -396,6 +462,8 @@ static void after_fork_child(void)
      * find the key again, and forget what the rows knew of their slots. */
     atomic_store(&gs_tss_key_state, 0);
     struct gs_thread *me = gs_thread_peek();
+    if (me)
+        me->tss_slot = NULL;
     for (size_t i = 0; me && i < me->nrows; i++)
         me->rows[i]->tss_note = 0;
 }

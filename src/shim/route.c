@@ -281,6 +281,7 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     PyThreadState *att = gs_py_attached();
     if (!self->py_current)
         gs_learn_current(self, att);
+    gs_learn_tss_slot(self);
     struct gs_frame *f = gs_frame_push(self);
     if (!f)
         gs_fail_safe("out of memory for an Ensure frame", caller);
@@ -483,6 +484,12 @@ __attribute__((noinline)) static int ensure_row_tss(const void *caller)
     /* read again rather than kept across the call: nothing to save */
     struct gs_thread *self = gs_tl_self;
     struct gs_row *r = self->fast_row;
+    /* a value glibc keeps for a deleted key: drop it, so that the read in
+     * memory (ensure_detached) sees what pthread_getspecific sees */
+    if (!self->tss_slot)
+        gs_learn_tss_slot(self);
+    else if (!bound && *self->tss_slot)
+        pthread_setspecific(gs_tss_key, NULL);
     if (bound && bound != r->tstate)
         return ensure_general(caller);
     if (bound && py.minor <= 11)
@@ -501,8 +508,13 @@ static inline __attribute__((always_inline)) int ensure_detached(struct gs_threa
     if (__builtin_expect(!(fast & GS_FAST_ROW) || !r ||
                          self->nreleased /* overflow implies a full array */, 0))
         return ensure_general(caller);
-    if (r->tss_note != TSS_HOLDS)
-        return ensure_row_tss(caller);
+    if (r->tss_note != TSS_HOLDS) {
+        /* the slot read in memory; any doubt, and ensure_row_tss reads it
+         * with pthread_getspecific */
+        void *const *slot = self->tss_slot, *bound;
+        if (!slot || ((bound = *slot) && bound != r->tstate))
+            return ensure_row_tss(caller);
+    }
     return ensure_row(self, r, depth, caller);
 }
 

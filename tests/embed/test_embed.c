@@ -348,6 +348,7 @@ Test(embed, reused_thread_state_starts_without_the_last_exception)
     cr_assert_eq(gilshim_get_stats(&st, sizeof st), GILSHIM_OK);
     cr_assert_eq(st.reads_attached_directly, 1);
     cr_assert_eq(st.reads_exception_directly, 1);
+    cr_assert_eq(st.reads_tss_directly, 1, "glibc's thread-specific data layout");
 }
 
 static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
