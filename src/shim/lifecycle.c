@@ -102,23 +102,34 @@ static void *const *slot_of(pthread_key_t key)
     return level1[0] ? (void *const *)(level1[0] + key * g_stride + g_data_off) : NULL;
 }
 
-static int slot_layout(void)
+/* 1 if the layout checks out, -1 if it cannot, 0 if it cannot be told yet
+ * (the values it could be checked on are out of the first block, or NULL). */
+static int slot_layout(struct gs_thread *self)
 {
     void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
     const uint32_t *spec = libc ? dlsym(libc, "_thread_db_pthread_specific") : NULL;
     const uint32_t *l2 = libc ? dlsym(libc, "_thread_db_pthread_key_data_level2_data") : NULL;
     const uint32_t *data = libc ? dlsym(libc, "_thread_db_pthread_key_data_data") : NULL;
     if (!spec || !l2 || !data || data[0] != 8 * sizeof(void *) || !l2[0] || l2[0] % 8 || !l2[1])
-        return 0;
+        return -1;
     g_specific_off = spec[2];
     g_block_keys = l2[1];
     g_stride = l2[0] / 8;
     g_data_off = data[2];
-    pthread_key_t own;
-    struct gs_thread *self = gs_thread_peek();
-    void *const *mine;
-    return self && gs_thread_key(&own) && (mine = slot_of(own)) && *mine == (void *)self &&
-           pthread_getspecific(own) == (void *)self;
+    /* a key whose value is known and not NULL: the shim's own (its
+     * record), else CPython's if it is set */
+    pthread_key_t key;
+    void *value = self;
+    if (!gs_thread_key(&key) || key >= g_block_keys || pthread_getspecific(key) != value) {
+        key = gs_tss_key;
+        value = pthread_getspecific(key);
+        if (key >= g_block_keys)
+            return -1;
+        if (!value)
+            return 0;
+    }
+    void *const *slot = slot_of(key);
+    return slot && *slot == value ? 1 : -1;
 }
 
 int gs_reads_tss_directly(void) { return atomic_load(&g_slot_state) == 1; }
@@ -130,11 +141,17 @@ void gs_learn_tss_slot(struct gs_thread *self)
     if (s == 2 || atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1)
         return;
     if (s == 0) {
-        s = slot_layout() ? 1 : 2;
-        atomic_store_explicit(&g_slot_state, s, memory_order_release);
-        if (s == 2)
-            gs_log(GS_LOG_INFO, "glibc's thread-specific data layout not identified; "
-                   "CPython's TSS slot is read with pthread_getspecific");
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        pthread_mutex_lock(&lock);
+        if (!(s = atomic_load(&g_slot_state))) {
+            int k = slot_layout(self);
+            s = k > 0 ? 1 : k < 0 ? 2 : 0;
+            atomic_store_explicit(&g_slot_state, s, memory_order_release);
+            if (s == 2)
+                gs_log(GS_LOG_INFO, "glibc's thread-specific data layout not identified; "
+                       "CPython's TSS slot is read with pthread_getspecific");
+        }
+        pthread_mutex_unlock(&lock);
     }
     void *const *slot;
     if (s == 1 && (slot = slot_of(gs_tss_key)) && *slot == pthread_getspecific(gs_tss_key))
