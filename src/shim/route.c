@@ -475,20 +475,21 @@ static inline __attribute__((always_inline)) int ensure_row(struct gs_thread *se
     return GS_PyGILState_UNLOCKED;
 }
 
-/* The row fast path when CPython's TSS slot must be read first: always on
- * 3.12+, where it is empty while the row is idle, unless a state of the
- * thread's own is bound there (rule 2 then, in the general path). */
+/* The row fast path when CPython's TSS slot cannot be read in memory yet,
+ * or names another state there: read it with pthread_getspecific. On 3.12+
+ * it is empty while the row is idle, unless the thread has bound a state
+ * of its own there (rule 2 then, in the general path). */
 __attribute__((noinline)) static int ensure_row_tss(const void *caller)
 {
     PyThreadState *bound = gs_tss_get();
     /* read again rather than kept across the call: nothing to save */
     struct gs_thread *self = gs_tl_self;
     struct gs_row *r = self->fast_row;
-    /* a value glibc keeps for a deleted key: drop it, so that the read in
-     * memory (ensure_detached) sees what pthread_getspecific sees */
     if (!self->tss_slot)
         gs_learn_tss_slot(self);
     else if (!bound && *self->tss_slot)
+        /* a value glibc keeps for a deleted key: drop it, so that the read
+         * in memory (ensure_detached) sees what pthread_getspecific sees */
         pthread_setspecific(gs_tss_key, NULL);
     if (bound && bound != r->tstate)
         return ensure_general(caller);
