@@ -336,7 +336,20 @@ static void *ri_thread(void *unused)
         wait_for(&ri_cmd, n);
         PyGILState_STATE g = PyGILState_Ensure();
         say("thread: callback %d runs in %s", n, python_call());
+        uint64_t id = PyThreadState_GetID(PyThreadState_Get());
         PyGILState_Release(g);
+        /* the new runtime's CPython keeps its TSS key under a new key
+         * object: the ones after the first take the fast paths again */
+        int elsewhere = 0, other_states = 0;
+        for (int i = 0; n == 2 && i < 100; i++) {
+            g = PyGILState_Ensure();
+            elsewhere += strcmp(python_call(), "second runtime") != 0;
+            other_states += PyThreadState_GetID(PyThreadState_Get()) != id;
+            PyGILState_Release(g);
+        }
+        if (n == 2)
+            say("thread: 100 more: %d elsewhere, %d on another thread state", elsewhere,
+                other_states);
         atomic_store(&ri_done, n);
     }
     return NULL;

@@ -273,6 +273,8 @@ Test(lifecycle, reinitialized_runtime_works_and_old_views_stay_invalid)
     clean_exit(g);
     cr_assert(has(g->out, "thread: callback 1 runs in first runtime\n"), SHOW(g));
     cr_assert(has(g->out, "thread: callback 2 runs in second runtime\n"), SHOW(g));
+    cr_assert(has(g->out, "thread: 100 more: 0 elsewhere, 0 on another thread state"),
+              "one state reused in the new runtime " SHOW(g));
     cr_assert(has(g->out, "on the first runtime's main interpreter: NULL (GILSHIM_ESTALE)"), SHOW(g));
     cr_assert(has(g->out, "on the second runtime's main interpreter: a token, ran in second runtime"),
               SHOW(g));
