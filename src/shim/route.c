@@ -574,11 +574,6 @@ void gs_release(int oldstate, const void *caller)
     if (__builtin_expect((fast & GS_FAST_NEST) && self && (top = self->depth - 1) < GS_FRAME_CHUNK,
                          1)) {
         struct gs_frame *f = &self->first_chunk.f[top];
-        if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&
-            oldstate == GS_PyGILState_LOCKED) {
-            self->depth = top;
-            return;
-        }
         /* f->tstate is this thread's own: attached (process-wide on
          * <= 3.11) means attached by this thread. */
         PyThreadState *t = f->tstate;
@@ -591,6 +586,11 @@ void gs_release(int oldstate, const void *caller)
                 py.Err_Clear();
             py.SaveThread();
             row_idle(r);
+            return;
+        }
+        if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&
+            oldstate == GS_PyGILState_LOCKED) {
+            self->depth = top;
             return;
         }
     }
