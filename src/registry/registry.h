@@ -280,13 +280,20 @@ static inline void gs_released_push(struct gs_thread *t, void *tstate)
  * otherwise the thread switched to another thread state and every open
  * region is abandoned: attached now, it has none until it detaches again. */
 GS_HIDDEN void gs_released_restore_slow(struct gs_thread *t, void *tstate);
+/* The common case of gs_released_restore: 1 if tstate opened the innermost
+ * region, which is now closed; 0, and nothing changed, otherwise. */
+static inline int gs_released_close_innermost(struct gs_thread *t, void *tstate)
+{
+    if (__builtin_expect(t->nreleased && !t->released_overflow &&
+                         t->released[t->nreleased - 1] == tstate, 1)) {
+        t->nreleased--;
+        return 1;
+    }
+    return 0;
+}
 static inline void gs_released_restore(struct gs_thread *t, void *tstate)
 {
-    /* the common case: the innermost region closes */
-    if (__builtin_expect(t->nreleased && !t->released_overflow &&
-                         t->released[t->nreleased - 1] == tstate, 1))
-        t->nreleased--;
-    else
+    if (!gs_released_close_innermost(t, tstate))
         gs_released_restore_slow(t, tstate);
 }
 static inline void *gs_released_top(const struct gs_thread *t)

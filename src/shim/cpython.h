@@ -177,12 +177,10 @@ static inline int gs_py_exception(PyThreadState *t)
 }
 
 /* The tstate attached to the calling thread (3.12+) or to any (<= 3.11):
- * PyThreadState_GetUnchecked, read directly once the word is known. */
+ * PyThreadState_GetUnchecked, read at word (a thread's py_current). */
 static inline PyThreadState *gs_py_current(void *const *word)
 {
-    return __builtin_expect(word != NULL, 1)
-               ? (PyThreadState *)__atomic_load_n(word, __ATOMIC_RELAXED)
-               : py.UncheckedGet();
+    return (PyThreadState *)__atomic_load_n(word, __ATOMIC_RELAXED);
 }
 
 #endif

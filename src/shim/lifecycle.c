@@ -54,14 +54,11 @@ static void discover_tss_key_of(void *mine)
     }
 }
 
-static void discover_tss_key(void) { discover_tss_key_of(py.GILState_GetThisThreadState()); }
-
 PyThreadState *gs_tss_get_slow(void)
 {
     PyThreadState *mine = py.GILState_GetThisThreadState();
     /* the first thread seen with a bound state finds the key for all */
-    if (mine && !atomic_load_explicit(&gs_tss_key_state, memory_order_relaxed))
-        discover_tss_key_of(mine);
+    discover_tss_key_of(mine);
     return mine;
 }
 
@@ -377,7 +374,7 @@ void gs_place_exit_hook(struct gs_interp *in)
     uint64_t gen = gs_generation();
     if (atomic_exchange(&g_atexit_generation, gen) != gen && py.AtExit(runtime_exit) == 0)
         atomic_store(&g_atexit_ok, gen);
-    discover_tss_key();
+    gs_tss_get_slow();  /* finds the key, if it is not known yet */
 
     PyObject *mod = py.Import_ImportModule("atexit"), *fn = NULL, *reg = NULL, *res = NULL;
     if (mod && (fn = py.CFunction_NewEx(&def, NULL, NULL)) &&

@@ -196,22 +196,15 @@ static inline void row_idle(struct gs_row *r)
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
-static inline void row_detach(struct gs_thread *self, struct gs_row *r)
-{
-    py.SaveThread();
-    if (__builtin_expect(!self->py_current, 0))
-        gs_learn_detached(self, r->tstate);
-    row_idle(r);
-}
-
 /* The outermost Release of a row. Stock destroys the thread state here,
  * and with it any exception the callback left set; a reused one must not
  * carry it over. */
-static inline void row_release(struct gs_thread *self, struct gs_row *r)
+static inline void row_release(struct gs_row *r)
 {
     if (gs_py_exception(r->tstate))
         py.Err_Clear();
-    row_detach(self, r);
+    py.SaveThread();
+    row_idle(r);
 }
 
 struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
@@ -376,7 +369,7 @@ struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate, const vo
 void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
 {
     int kind = f->kind, returned = f->returned;
-    PyThreadState *prev = f->prev;
+    PyThreadState *prev = f->prev, *t = f->tstate;
     struct gs_row *row = f->row;
     gs_frame_pop(self);
     switch (kind) {
@@ -388,7 +381,10 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
         break;
     case GS_FRAME_ROW:
     case GS_FRAME_SWITCH:
-        row_release(self, row);
+        row_release(row);
+        /* detached, and before anything else is attached here */
+        if (__builtin_expect(!self->py_current, 0))
+            gs_learn_detached(self, t);
         if (kind == GS_FRAME_SWITCH)
             py.RestoreThread(prev);
         break;
@@ -559,7 +555,7 @@ int gs_ensure(const void *caller)
      * struct gs_frame. */
     if (__builtin_expect(!self->py_current, 0))
         return ensure_calling(self, depth, fast, caller);
-    PyThreadState *cur = __atomic_load_n((PyThreadState *const *)self->py_current, __ATOMIC_RELAXED);
+    PyThreadState *cur = gs_py_current(self->py_current);
     if (cur)
         return ensure_attached(self, cur, depth, fast, caller);
     return ensure_detached(self, depth, fast, caller);
@@ -579,13 +575,9 @@ void gs_release(int oldstate, const void *caller)
         PyThreadState *t = f->tstate;
         if (f->tag == gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0) &&
             oldstate == GS_PyGILState_UNLOCKED && self->py_current &&
-            __atomic_load_n((PyThreadState *const *)self->py_current, __ATOMIC_RELAXED) == t) {
-            struct gs_row *r = f->row;
+            gs_py_current(self->py_current) == t) {
             self->depth = top;
-            if (gs_py_exception(t))
-                py.Err_Clear();
-            py.SaveThread();
-            row_idle(r);
+            row_release(f->row);
             return;
         }
         if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&
@@ -657,11 +649,11 @@ PyThreadState *gs_save_thread(void)
 {
     struct gs_thread *self = gs_tl_self;
     if (__builtin_expect(!(atomic_load_explicit(&gs_fast, memory_order_relaxed) & GS_FAST_TRACK) ||
-                         !self || !self->py_current || self->nreleased >= GS_RELEASED_MAX, 0))
+                         !self || !self->py_current, 0))
         return save_general();
     PyThreadState *t = py.SaveThread();
     if (t)
-        self->released[self->nreleased++] = t;
+        gs_released_push(self, t);
     return t;
 }
 
@@ -699,17 +691,17 @@ __attribute__((noinline)) static void restore_general(PyThreadState *t)
 void gs_restore_thread(PyThreadState *t)
 {
     struct gs_thread *self = gs_tl_self;
-    size_t n;
-    /* the innermost region closes, and nothing is pending */
+    /* the innermost region closes (or restore_general sorts it out) */
     if (__builtin_expect(!(atomic_load_explicit(&gs_fast, memory_order_relaxed) & GS_FAST_TRACK) ||
-                         !self || !(n = self->nreleased) || self->released_overflow ||
-                         self->released[n - 1] != t ||
-                         atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
-                         self->pending_hook, 0)) {
+                         !self || !gs_released_close_innermost(self, t), 0)) {
         restore_general(t);
         return;
     }
-    self->nreleased = n - 1;
+    if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
+                         self->pending_hook, 0)) {
+        restore_slow(self, t);
+        return;
+    }
     py.RestoreThread(t);
 }
 
