@@ -143,8 +143,9 @@ int gs_thread_key(pthread_key_t *key)
 struct gs_thread *gs_thread_create(void)
 {
     struct gs_thread *t;
-    if (!key_ready() || !(t = calloc(1, sizeof *t)))
+    if (!key_ready() || !(t = aligned_alloc(GS_CACHE_LINE, sizeof *t)))
         return NULL;
+    memset(t, 0, sizeof *t);
     t->tid = (pid_t)syscall(SYS_gettid);
     atomic_init(&t->stale_tss, NULL);
     gs_registry_lock();
@@ -304,6 +305,9 @@ void gs_row_prune(struct gs_thread *t)
                 t->last_row = NULL;
             if (t->fast_row == t->rows[i])
                 t->fast_row = NULL;
+            for (size_t k = 0; k < GS_VIEW_CACHE; k++)
+                if (t->view_rows[k] == t->rows[i])
+                    t->view_rows[k] = NULL;
             free(t->rows[i]);
             atomic_fetch_sub(&g_nrows, 1);
         } else {

@@ -122,44 +122,55 @@ struct gs_frame_chunk {
 };
 
 #define GS_RELEASED_MAX 16
+#define GS_VIEW_CACHE 8
 
+/* What the fast paths (src/shim/route.c, api.c) read comes first, in one
+ * cache line; then the view cache and the first frames. A turn of a thread
+ * that slept since its last callback then costs few cache misses. */
 struct gs_thread {
-    pid_t tid;
-    /* rows: array of stable pointers; grows under the registry lock */
-    struct gs_row **rows;
-    size_t nrows, caprows;
-    struct gs_row *last_row;          /* hot-path cache */
-    /* the row rules 3-5 last gave this thread: the fast path's guess,
-     * cleared when the binding changes or the row goes */
-    struct gs_row *fast_row;
+    size_t depth;                     /* open Ensure frames */
+    size_t nreleased;                 /* open GIL-released regions (kept) */
     /* where CPython keeps the thread state attached on this thread
      * (src/shim/resolve.c), once known: read directly on the fast paths */
     void *const *py_current;
     /* where glibc keeps this thread's value of CPython's TSS key, once
      * known (src/shim/lifecycle.c) */
     void *const *tss_slot;
+    /* the row rules 3-5 last gave this thread: the fast path's guess,
+     * cleared when the binding changes or the row goes */
+    struct gs_row *fast_row;
+    /* a tstate deleted (or about to be) by another thread that may sit in this
+     * thread's CPython TSS slot; cleared by this thread on its next call */
+    _Atomic(void *) stale_tss;
+    size_t released_overflow;         /* regions deeper than GS_RELEASED_MAX */
+    pid_t tid;
+    /* inside PyThreadState_New for one of its rows, which can re-enter
+     * PyGILState_Ensure (tracemalloc's allocator hooks do) */
+    int in_setup;
+    /* gilshim_ensure's guess: the row last used for a view of interpreter
+     * id, at id % GS_VIEW_CACHE (ids are small and sequential); checked
+     * against the view before use, cleared when the row goes */
+    struct gs_row *view_rows[GS_VIEW_CACHE];
     /* Ensure frames: chunks never move, so a frame can be a token */
     struct gs_frame_chunk first_chunk;
-    size_t depth;
     /* GIL-released regions opened through PyEval_SaveThread, innermost
      * last; deeper nesting than GS_RELEASED_MAX is counted, not kept */
     void *released[GS_RELEASED_MAX];
-    size_t nreleased, released_overflow;
+    /* rows: array of stable pointers; grows under the registry lock */
+    struct gs_row **rows;
+    size_t nrows, caprows;
+    struct gs_row *last_row;          /* hot-path cache */
     /* rule 3 (rule 4's interpreter lives in TLS set before the thread's
      * start routine runs, see src/shim/interpose.c) */
     struct gs_interp *bound;
     /* interpreters whose exit hook should be placed the next time this
      * thread is attached to them (it learnt of them while detached) */
     struct gs_interp *pending_hook;
-    /* a tstate deleted (or about to be) by another thread that may sit in this
-     * thread's CPython TSS slot; cleared by this thread on its next call */
-    _Atomic(void *) stale_tss;
     int in_teardown;
-    /* inside PyThreadState_New for one of its rows, which can re-enter
-     * PyGILState_Ensure (tracemalloc's allocator hooks do) */
-    int in_setup;
     struct gs_thread *next_thread, *prev_thread;
-};
+} __attribute__((aligned(GS_CACHE_LINE)));
+_Static_assert(offsetof(struct gs_thread, view_rows) == GS_CACHE_LINE,
+               "what the fast paths read fits one cache line");
 
 /* --- lifecycle of the registry itself --- */
 GS_HIDDEN void gs_registry_lock(void);

@@ -134,7 +134,7 @@ static struct gs_interp *resolve_view(gilshim_view v)
 
 GS_EXPORT int gilshim_view_alive(gilshim_view v) { return resolve_view(v) != NULL; }
 
-GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
+__attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, const void *caller)
 {
     struct gs_interp *in = resolve_view(v);
     struct gs_thread *self = in ? gs_thread_self() : NULL;
@@ -148,7 +148,7 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
     if (!f)
         return fail(GILSHIM_ENOMEM), NULL;
     f->explicit_api = 1;
-    f->caller = __builtin_return_address(0);
+    f->caller = caller;
     PyThreadState *att = gs_py_attached();
     int err = 0;
     if (att && py.ThreadState_GetInterpreter(att) == in->ptr) {
@@ -166,6 +166,7 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
         f->prev = prev;
         f->row = r;
         f->tstate = r->tstate;
+        self->view_rows[(uint64_t)in->id % GS_VIEW_CACHE] = r;
     } else {
         PyThreadState *rel = gs_released_top(self);
         if (rel && py.ThreadState_GetInterpreter(rel) == in->ptr) {
@@ -181,13 +182,14 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
             f->kind = GS_FRAME_ROW;
             f->row = r;
             f->tstate = r->tstate;
+            self->view_rows[(uint64_t)in->id % GS_VIEW_CACHE] = r;
         }
     }
     tl_error = GILSHIM_OK;
     return (gilshim_token *)f;
 }
 
-GS_EXPORT void gilshim_release(gilshim_token *token)
+__attribute__((noinline)) static void release_general(gilshim_token *token, const void *caller)
 {
     struct gs_thread *self = gs_thread_peek();
     struct gs_frame *f = (struct gs_frame *)token;
@@ -200,19 +202,80 @@ GS_EXPORT void gilshim_release(gilshim_token *token)
     if (!gs_frame_lookup(self, f, &idx) || !f->explicit_api) {
         fail(GILSHIM_ETHREAD);
         gs_logx(GS_LOG_WARN, "token_misuse", NULL, "gilshim_release(%p) at %s: %s", (void *)token,
-               gs_describe_addr(__builtin_return_address(0), where, sizeof where),
+               gs_describe_addr(caller, where, sizeof where),
                error_text(GILSHIM_ETHREAD));
         return;
     }
     if (idx + 1 != self->depth) {
         fail(GILSHIM_EORDER);
         gs_logx(GS_LOG_WARN, "token_misuse", NULL, "gilshim_release(%p) at %s: %s (%zu newer still open); ignored",
-               (void *)token, gs_describe_addr(__builtin_return_address(0), where, sizeof where),
+               (void *)token, gs_describe_addr(caller, where, sizeof where),
                error_text(GILSHIM_EORDER), self->depth - idx - 1);
         return;
     }
     gs_frame_undo(self, f);
     tl_error = GILSHIM_OK;
+}
+
+/*
+ * The common cases written out, as gs_ensure's are (src/shim/route.c): a
+ * thread with nothing attached and no GIL-released region open re-attaches
+ * its row for the view, and releases it again. Anything else, or any
+ * doubt, takes the general path above, which decides the same way.
+ */
+GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
+{
+    struct gs_thread *self = gs_tl_self;
+    size_t depth;
+    struct gs_row *r;
+    PyThreadState *cur;
+    /* A row whose interpreter has this view's id and generation, claimed
+     * and ALIVE, is of the current runtime: no other generation check. */
+    if (__builtin_expect(!(atomic_load_explicit(&gs_fast, memory_order_relaxed) & GS_FAST_ROW) ||
+                             !self || (depth = self->depth) >= GS_FRAME_CHUNK ||
+                             !self->py_current || self->nreleased ||
+                             atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
+                             !(r = self->view_rows[(uint64_t)v.id % GS_VIEW_CACHE]) ||
+                             r->interp->id != v.id || r->interp->generation != v.generation ||
+                             ((cur = gs_py_current(self->py_current)) &&
+                              !gs_attached_elsewhere(self, cur, depth)),
+                         0))
+        return ensure_general(v, __builtin_return_address(0));
+    int idle = GS_ROW_IDLE;
+    if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
+        return ensure_general(v, __builtin_return_address(0));
+    /* seq_cst after the CAS: see the protocol in registry.h */
+    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE, 0)) {
+        atomic_store(&r->state, GS_ROW_IDLE);
+        return ensure_general(v, __builtin_return_address(0));
+    }
+    struct gs_frame *f = &self->first_chunk.f[depth];
+    f->tag = gs_frame_tag(GS_FRAME_ROW, 0, 1);
+    f->tstate = r->tstate;
+    f->row = r;
+    f->caller = __builtin_return_address(0);
+    self->depth = depth + 1;
+    py.RestoreThread(r->tstate);
+    tl_error = GILSHIM_OK;
+    return (gilshim_token *)f;
+}
+
+GS_EXPORT void gilshim_release(gilshim_token *token)
+{
+    struct gs_thread *self = gs_tl_self;
+    struct gs_frame *f = (struct gs_frame *)token;
+    size_t top;
+    /* depth 0 wraps to SIZE_MAX: the general path reports it */
+    if (__builtin_expect(self && (top = self->depth - 1) < GS_FRAME_CHUNK &&
+                             f == &self->first_chunk.f[top] &&
+                             f->tag == gs_frame_tag(GS_FRAME_ROW, 0, 1) && self->py_current,
+                         1)) {
+        self->depth = top;
+        tl_error = GILSHIM_OK;
+        gs_row_release(f->row);
+        return;
+    }
+    release_general(token, __builtin_return_address(0));
 }
 
 GS_EXPORT int gilshim_bind_thread(gilshim_view v)

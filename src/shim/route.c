@@ -171,42 +171,6 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
     return r;
 }
 
-/* What the owner knows of its CPython TSS slot (gs_row.tss_note). */
-enum {
-    TSS_UNKNOWN = 0,
-    /* <= 3.11: the slot holds this row's tstate. CPython binds a slot
-     * only while it is empty and empties it only when the bound state is
-     * deleted, so it keeps holding it while the row lives. */
-    TSS_HOLDS = 1,
-    /* 3.12+: the shim has emptied the slot once. CPython rebinds a state
-     * only after it unbound it itself, which it does when deleting it. */
-    TSS_EMPTIED = 2,
-};
-
-/* A row just detached goes back to IDLE. */
-static inline void row_idle(struct gs_row *r)
-{
-    /* 3.12+ binds the gilstate TSS slot to the last attached tstate and,
-     * on the next attach, writes through the old binding. An idle row may
-     * be deleted by an interpreter end at any moment: unbind it now. */
-    if (__builtin_expect(r->tss_note == TSS_UNKNOWN, 0) && py.minor >= 12) {
-        gs_unbind_tss(r->tstate);
-        r->tss_note = TSS_EMPTIED;
-    }
-    atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
-}
-
-/* The outermost Release of a row. Stock destroys the thread state here,
- * and with it any exception the callback left set; a reused one must not
- * carry it over. */
-static inline void row_release(struct gs_row *r)
-{
-    if (gs_py_exception(r->tstate))
-        py.Err_Clear();
-    py.SaveThread();
-    row_idle(r);
-}
-
 struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached)
 {
     /* A binding or creator from a runtime since finalized names nothing:
@@ -381,7 +345,7 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
         break;
     case GS_FRAME_ROW:
     case GS_FRAME_SWITCH:
-        row_release(row);
+        gs_row_release(row);
         /* detached, and before anything else is attached here */
         if (__builtin_expect(!self->py_current, 0))
             gs_learn_detached(self, t);
@@ -520,9 +484,7 @@ static inline __attribute__((always_inline)) int ensure_detached(struct gs_threa
 __attribute__((noinline)) static int ensure_attached(struct gs_thread *self, PyThreadState *cur,
                                                      size_t depth, int fast, const void *caller)
 {
-    /* a state open in a frame of this thread is this thread's */
-    if (py.thread_id_offset && !(depth && self->first_chunk.f[depth - 1].tstate == cur) &&
-        cur != gs_tss_get() && !gs_attached_shared(cur))
+    if (gs_attached_elsewhere(self, cur, depth))
         return ensure_detached(self, depth, fast, caller);
     struct gs_frame *f = &self->first_chunk.f[depth];
     f->tag = gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0);
@@ -577,7 +539,7 @@ void gs_release(int oldstate, const void *caller)
             oldstate == GS_PyGILState_UNLOCKED && self->py_current &&
             gs_py_current(self->py_current) == t) {
             self->depth = top;
-            row_release(f->row);
+            gs_row_release(f->row);
             return;
         }
         if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&

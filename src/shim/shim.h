@@ -66,6 +66,53 @@ GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);
 /* Attach the calling thread's row for in; NULL + *err on failure. */
 GS_HIDDEN struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err);
+
+/* --- rows, shared by the fast paths of route.c and api.c --- */
+/* What the owner knows of its CPython TSS slot (gs_row.tss_note). */
+enum gs_tss_note {
+    TSS_UNKNOWN = 0,
+    /* <= 3.11: the slot holds this row's tstate. CPython binds a slot
+     * only while it is empty and empties it only when the bound state is
+     * deleted, so it keeps holding it while the row lives. */
+    TSS_HOLDS = 1,
+    /* 3.12+: the shim has emptied the slot once. CPython rebinds a state
+     * only after it unbound it itself, which it does when deleting it. */
+    TSS_EMPTIED = 2,
+};
+
+/* A row just detached goes back to IDLE. */
+static inline void gs_row_idle(struct gs_row *r)
+{
+    /* 3.12+ binds the gilstate TSS slot to the last attached tstate and,
+     * on the next attach, writes through the old binding. An idle row may
+     * be deleted by an interpreter end at any moment: unbind it now. */
+    if (__builtin_expect(r->tss_note == TSS_UNKNOWN, 0) && py.minor >= 12) {
+        gs_unbind_tss(r->tstate);
+        r->tss_note = TSS_EMPTIED;
+    }
+    atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
+}
+
+/* The outermost Release of a row. Stock destroys the thread state here,
+ * and with it any exception the callback left set; a reused one must not
+ * carry it over. */
+static inline void gs_row_release(struct gs_row *r)
+{
+    if (gs_py_exception(r->tstate))
+        py.Err_Clear();
+    py.SaveThread();
+    gs_row_idle(r);
+}
+
+/* cur, read from the thread's attached-state word, is not attached on this
+ * thread: on <= 3.11 that word is process-wide and may name another
+ * thread's state. A state open in one of the depth frames of this thread
+ * is this thread's. */
+static inline int gs_attached_elsewhere(struct gs_thread *self, PyThreadState *cur, size_t depth)
+{
+    return py.thread_id_offset && !(depth && self->first_chunk.f[depth - 1].tstate == cur) &&
+           cur != gs_tss_get() && !gs_attached_shared(cur);
+}
 GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);

@@ -358,6 +358,12 @@ static int park_state;  /* 1: called back, 2: may exit */
 static void stay_alive_job(struct job *j)
 {
     callback_shim(&j->shim);
+    /* and once through the explicit API, which then keeps the row as its
+     * guess for this view (the guess must not outlive the interpreter) */
+    gilshim_token *k = gilshim_ensure(j->view);
+    cr_assert(k, "%s", gilshim_strerror(gilshim_last_error()));
+    probe(&j->grand);
+    gilshim_release(k);
     pthread_mutex_lock(&park_mu);
     park_state = 1;
     pthread_cond_broadcast(&park_cv);
@@ -382,6 +388,8 @@ static void end_while_cached(int own_gil)
     pthread_mutex_unlock(&park_mu);
     PyEval_RestoreThread(me);
     cr_assert_str_eq(j.shim.marker, "sub");
+    cr_assert_str_eq(j.grand.marker, "sub");
+    cr_assert_eq(j.grand.tstate, j.shim.tstate, "the same cached thread state");
     /* The worker keeps a cached thread state of sub: stock would abort
      * here with "not the last thread" had it one. */
     sub_gone(sub, own_gil);
@@ -434,6 +442,68 @@ Test(embed, explicit_ensure_switches_and_restores_legacy) { explicit_switch(0); 
 #if HAVE_OWN_GIL
 Test(embed, explicit_ensure_switches_and_restores_own_gil) { explicit_switch(1); }
 #endif
+
+/* One foreign thread, gilshim_ensure into each of 10 interpreters in turn:
+ * ids 0-9 in a fresh process, so two pairs share a slot of the shim's
+ * per-thread view cache. */
+#define NVIEWS 10
+struct views_job {
+    gilshim_view views[NVIEWS];
+    PyInterpreterState *interps[NVIEWS];
+    PyThreadState *first[NVIEWS];
+    int wrong, moved, failed;
+};
+
+static void *views_job_main(void *p)
+{
+    struct views_job *vj = p;
+    for (int round = 0; round < 100; round++)
+        for (int k = 0; k < NVIEWS; k++) {
+            gilshim_token *t = gilshim_ensure(vj->views[k]);
+            if (!t) {
+                vj->failed++;
+                continue;
+            }
+            PyThreadState *ts = PyThreadState_Get();
+            if (PyInterpreterState_Get() != vj->interps[k])
+                vj->wrong++;
+            if (!round)
+                vj->first[k] = ts;
+            else if (ts != vj->first[k])
+                vj->moved++;
+            gilshim_release(t);
+        }
+    return NULL;
+}
+
+Test(embed, explicit_cycles_across_ten_interpreters_one_state_each)
+{
+    static struct views_job vj;
+    PyThreadState *subs[NVIEWS];
+    vj.views[0] = gilshim_view_current();
+    vj.interps[0] = PyInterpreterState_Get();
+    for (int k = 1; k < NVIEWS; k++) {
+        subs[k] = new_sub(0, "sub");
+        vj.views[k] = gilshim_view_current();
+        vj.interps[k] = PyInterpreterState_Get();
+        test_switch_to(main_ts);
+    }
+    int before[NVIEWS];
+    for (int k = 0; k < NVIEWS; k++)
+        before[k] = count_tstates(vj.interps[k]);
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, views_job_main, &vj) == 0);
+    PyThreadState *me = PyEval_SaveThread();
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(me);
+    cr_assert_eq(vj.failed, 0);
+    cr_assert_eq(vj.wrong, 0, "%d callbacks ran in another interpreter", vj.wrong);
+    cr_assert_eq(vj.moved, 0, "%d callbacks ran on another thread state", vj.moved);
+    for (int k = 0; k < NVIEWS; k++)
+        cr_assert_eq(count_tstates(vj.interps[k]), before[k], "interpreter %d: the thread's state went with the thread", k);
+    for (int k = 1; k < NVIEWS; k++)
+        sub_gone(subs[k], 0);
+}
 
 /* --- bad input to the explicit API --- */
 
