@@ -484,6 +484,54 @@ static void cycles(PyThreadState *main_ts, PyThreadState *sub)
         printf("%s %.2f\n", k[i].key, k[i].t.best);
 }
 
+/* 1 x 1 against 1000 threads x 8 interpreters, taking turns: sub and 7
+ * more legacy sub-interpreters, ended again after. */
+static void flat(PyThreadState *main_ts, PyThreadState *sub, int with_memory)
+{
+    gilshim_view views[FLAT_INTERPS];
+    PyThreadState *subs[FLAT_INTERPS];
+    /* A view taken attached to main places main's exit hook, as any use
+     * of main through the shim does (`all` has made many by now); until
+     * then the shim cannot see finalization coming and keeps to its
+     * general paths. */
+    PyThreadState_Swap(main_ts);
+    (void)gs.view_current();
+    subs[0] = sub;
+    for (int i = 1; i < FLAT_INTERPS; i++) {
+        subs[i] = test_new_sub(0);
+        PyThreadState_Swap(main_ts);
+    }
+    for (int i = 0; i < FLAT_INTERPS; i++) {
+        PyThreadState_Swap(subs[i]);
+        views[i] = gs.view_current();
+        PyThreadState_Swap(main_ts);
+    }
+    PyInterpreterState *interps[FLAT_INTERPS];
+    for (int i = 0; i < FLAT_INTERPS; i++)
+        interps[i] = PyThreadState_GetInterpreter(subs[i]);
+    Py_BEGIN_ALLOW_THREADS
+    /* gilshim, then the same pattern by hand, which says what CPython
+     * itself pays for 8000 thread states in 8 interpreters */
+    double b1[2] = {1e30, 1e30}, b8[2] = {1e30, 1e30};
+    for (int r = 0; r < 3; r++)
+        for (int real_ = 0; real_ < 2; real_++) {
+            const gilshim_view *v = real_ ? NULL : views;
+            double a = flat_run(v, interps, 1, 1, 200 * 1000 * scale, 1);
+            double b = flat_run(v, interps, FLAT_INTERPS, 1000, 200 * scale, 1);
+            if (a < b1[real_])
+                b1[real_] = a;
+            if (b < b8[real_])
+                b8[real_] = b;
+        }
+    printf("flat_1x1 %.2f\nflat_1000x8 %.2f\n", b1[0], b8[0]);
+    printf("flat_real_1x1 %.2f\nflat_real_1000x8 %.2f\n", b1[1], b8[1]);
+    if (with_memory)
+        memory(views, FLAT_INTERPS, 64);
+    Py_END_ALLOW_THREADS
+    for (int i = 1; i < FLAT_INTERPS; i++)
+        test_end_sub(subs[i], main_ts, 0);
+}
+
 static void all(void)
 {
     int shim = find_gilshim();
@@ -500,44 +548,8 @@ static void all(void)
     create_join("create_sub", 1000);
     test_switch_to(main_ts);
 
-    if (shim) {
-        /* 1 x 1 against 1000 threads x 8 interpreters, taking turns */
-        gilshim_view views[FLAT_INTERPS];
-        PyThreadState *subs[FLAT_INTERPS];
-        subs[0] = sub;
-        for (int i = 1; i < FLAT_INTERPS; i++) {
-            subs[i] = test_new_sub(0);
-            PyThreadState_Swap(main_ts);
-        }
-        for (int i = 0; i < FLAT_INTERPS; i++) {
-            PyThreadState_Swap(subs[i]);
-            views[i] = gs.view_current();
-            PyThreadState_Swap(main_ts);
-        }
-        PyInterpreterState *interps[FLAT_INTERPS];
-        for (int i = 0; i < FLAT_INTERPS; i++)
-            interps[i] = PyThreadState_GetInterpreter(subs[i]);
-        Py_BEGIN_ALLOW_THREADS
-        /* gilshim, then the same pattern by hand, which says what CPython
-         * itself pays for 8000 thread states in 8 interpreters */
-        double b1[2] = {1e30, 1e30}, b8[2] = {1e30, 1e30};
-        for (int r = 0; r < 3; r++)
-            for (int real_ = 0; real_ < 2; real_++) {
-                const gilshim_view *v = real_ ? NULL : views;
-                double a = flat_run(v, interps, 1, 1, 200 * 1000 * scale, 1);
-                double b = flat_run(v, interps, FLAT_INTERPS, 1000, 200 * scale, 1);
-                if (a < b1[real_])
-                    b1[real_] = a;
-                if (b < b8[real_])
-                    b8[real_] = b;
-            }
-        printf("flat_1x1 %.2f\nflat_1000x8 %.2f\n", b1[0], b8[0]);
-        printf("flat_real_1x1 %.2f\nflat_real_1000x8 %.2f\n", b1[1], b8[1]);
-        memory(views, FLAT_INTERPS, 64);
-        Py_END_ALLOW_THREADS
-        for (int i = 1; i < FLAT_INTERPS; i++)
-            test_end_sub(subs[i], main_ts, 0);
-    }
+    if (shim)
+        flat(main_ts, sub, 1);
     test_end_sub(sub, main_ts, 0);
 
 #if HAVE_OWN_GIL
@@ -588,7 +600,7 @@ static void ir(const char *what, long n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench all|cycles [SCALE] | bench ir cycle|persistent[_real]|nested[_real] N\n");
+        fprintf(stderr, "usage: bench all|cycles|flat [SCALE] | bench ir cycle|persistent[_real]|nested[_real] N\n");
         return 2;
     }
     Py_InitializeEx(0);
@@ -604,6 +616,14 @@ int main(int argc, char **argv)
         PyThreadState *sub = test_new_sub(0);
         PyThreadState_Swap(main_ts);
         cycles(main_ts, sub);
+        test_end_sub(sub, main_ts, 0);
+    } else if (!strcmp(argv[1], "flat") && find_gilshim()) {
+        if (argc > 2)
+            scale = atol(argv[2]);
+        PyThreadState *main_ts = PyThreadState_Get();
+        PyThreadState *sub = test_new_sub(0);
+        PyThreadState_Swap(main_ts);
+        flat(main_ts, sub, 0);
         test_end_sub(sub, main_ts, 0);
     } else if (!strcmp(argv[1], "ir") && argc > 3) {
         ir(argv[2], atol(argv[3]));
