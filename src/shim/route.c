@@ -610,13 +610,15 @@ __attribute__((noinline)) static PyThreadState *save_general(void)
 PyThreadState *gs_save_thread(void)
 {
     struct gs_thread *self = gs_tl_self;
+    PyThreadState *t;
+    /* The caller is attached (CPython aborts otherwise): the word names its
+     * state, even where it is process-wide. Recorded first, so that
+     * CPython's call is the last. */
     if (__builtin_expect(!(atomic_load_explicit(&gs_fast, memory_order_relaxed) & GS_FAST_TRACK) ||
-                         !self || !self->py_current, 0))
+                         !self || !self->py_current || !(t = gs_py_current(self->py_current)), 0))
         return save_general();
-    PyThreadState *t = py.SaveThread();
-    if (t)
-        gs_released_push(self, t);
-    return t;
+    gs_released_push(self, t);
+    return py.SaveThread();
 }
 
 /* The rare work around an attach: a stale TSS slot to clear first, or
