@@ -168,6 +168,12 @@ static void free_chunks(struct gs_thread *t)
         free(c);
         c = n;
     }
+    struct gs_row_block *b = t->more_rows;
+    while (b) {
+        struct gs_row_block *n = b->next;
+        free(b);
+        b = n;
+    }
 }
 
 void gs_thread_teardown(struct gs_thread *t)
@@ -180,8 +186,6 @@ void gs_thread_teardown(struct gs_thread *t)
     if (t->next_thread)
         t->next_thread->prev_thread = t->prev_thread;
     g_nthreads--;
-    for (size_t i = 0; i < t->nrows; i++)
-        free(t->rows[i]);
     atomic_fetch_sub(&g_nrows, t->nrows);
     gs_registry_unlock();
     free(t->rows);
@@ -205,8 +209,6 @@ void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp)
     while (t) {
         struct gs_thread *n = t->next_thread;
         if (t != keep) {
-            for (size_t i = 0; i < t->nrows; i++)
-                free(t->rows[i]);
             atomic_fetch_sub(&g_nrows, t->nrows);
             free(t->rows);
             free_chunks(t);
@@ -254,12 +256,41 @@ struct gs_row *gs_row_scan(struct gs_thread *t, struct gs_interp *in)
     return NULL;
 }
 
+/* A free slot of t's (owner only: slots are taken by their owner and
+ * freed by gs_row_prune, which only the owner calls). */
+static struct gs_row *free_slot(struct gs_thread *t)
+{
+    for (size_t k = 0; k < GS_ROW_BLOCK; k++)
+        if (!t->row_slots[k].interp)
+            return &t->row_slots[k];
+    struct gs_row_block **b = &t->more_rows;
+    for (; *b; b = &(*b)->next)
+        for (size_t k = 0; k < GS_ROW_BLOCK; k++)
+            if (!(*b)->r[k].interp)
+                return &(*b)->r[k];
+    struct gs_row_block *n = aligned_alloc(GS_CACHE_LINE, sizeof *n);
+    if (!n)
+        return NULL;
+    memset(n, 0, sizeof *n);
+    gs_registry_lock();  /* gs_registry_bytes walks the blocks */
+    *b = n;
+    gs_registry_unlock();
+    return &n->r[0];
+}
+
+static void slot_free(struct gs_row *r)
+{
+    r->interp = NULL;
+    r->tstate = NULL;
+    r->tss_note = 0;
+    atomic_store(&r->state, GS_ROW_IDLE);
+}
+
 struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstate, int state)
 {
-    struct gs_row *r = aligned_alloc(GS_CACHE_LINE, sizeof *r);
+    struct gs_row *r = free_slot(t);
     if (!r)
         return NULL;
-    memset(r, 0, sizeof *r);
     r->interp = in;
     r->tstate = tstate;
     atomic_init(&r->state, state);
@@ -269,7 +300,7 @@ struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstat
         struct gs_row **n = realloc(t->rows, cap * sizeof *n);
         if (!n) {
             gs_registry_unlock();
-            free(r);
+            slot_free(r);
             return NULL;
         }
         t->rows = n;
@@ -308,7 +339,7 @@ void gs_row_prune(struct gs_thread *t)
             for (size_t k = 0; k < GS_VIEW_CACHE; k++)
                 if (t->view_rows[k] == t->rows[i])
                     t->view_rows[k] = NULL;
-            free(t->rows[i]);
+            slot_free(t->rows[i]);
             atomic_fetch_sub(&g_nrows, 1);
         } else {
             t->rows[j++] = t->rows[i];
@@ -338,9 +369,11 @@ size_t gs_registry_bytes(void)
     size_t bytes = 0;
     gs_registry_lock();
     for (struct gs_thread *t = g_threads; t; t = t->next_thread) {
-        bytes += sizeof *t + t->caprows * sizeof *t->rows + t->nrows * sizeof(struct gs_row);
+        bytes += sizeof *t + t->caprows * sizeof *t->rows;
         for (struct gs_frame_chunk *c = t->first_chunk.next; c; c = c->next)
             bytes += sizeof *c;
+        for (struct gs_row_block *b = t->more_rows; b; b = b->next)
+            bytes += sizeof *b;
     }
     gs_registry_unlock();
     return bytes;

@@ -54,15 +54,25 @@ struct gs_interp {
  */
 enum gs_row_state { GS_ROW_IDLE = 0, GS_ROW_BUSY = 1, GS_ROW_DEAD = 2 };
 
-/* Each row has a cache line to itself: its owner writes state twice per
- * callback, and rows of threads running in parallel must not share one. */
+/* A thread's rows live in its record, and further ones in blocks it owns:
+ * a thread that wakes for a callback finds its rows where its record is.
+ * Rows of one thread may share a cache line, as only their owner writes
+ * them on the hot paths; record and blocks are line-aligned, so rows of
+ * threads running in parallel never do. Slots are reused, never freed,
+ * until the thread goes: a row pointer stays valid while the row is. */
 #define GS_CACHE_LINE 64
 struct gs_row {
-    struct gs_interp *interp;
+    struct gs_interp *interp;  /* NULL: a free slot */
     void *tstate;
     _Atomic int state;
     int tss_note;           /* owner only: what the shim knows of its CPython
                                TSS slot (src/shim/route.c) */
+} __attribute__((aligned(32)));
+
+#define GS_ROW_BLOCK 8
+struct gs_row_block {
+    struct gs_row r[GS_ROW_BLOCK];
+    struct gs_row_block *next;
 } __attribute__((aligned(GS_CACHE_LINE)));
 
 /* Which rule picked the interpreter (README "Routing rules"). */
@@ -156,7 +166,11 @@ struct gs_thread {
     /* GIL-released regions opened through PyEval_SaveThread, innermost
      * last; deeper nesting than GS_RELEASED_MAX is counted, not kept */
     void *released[GS_RELEASED_MAX];
-    /* rows: array of stable pointers; grows under the registry lock */
+    /* the thread's first GS_ROW_BLOCK row slots; more in more_rows */
+    struct gs_row row_slots[GS_ROW_BLOCK];
+    struct gs_row_block *more_rows;
+    /* the rows in use: pointers into the slots; grows under the registry
+     * lock, which whoever walks other threads' rows holds */
     struct gs_row **rows;
     size_t nrows, caprows;
     struct gs_row *last_row;          /* hot-path cache */

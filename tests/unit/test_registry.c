@@ -8,7 +8,7 @@
 
 #include "registry/registry.h"
 
-static int fake[16];
+static int fake[512];
 #define TS(i) ((void *)&fake[i])
 
 Test(route, rules_apply_in_order)
@@ -98,7 +98,7 @@ Test(rows, one_per_interpreter_and_freed_with_the_thread)
     cr_assert_not(gs_row_is_mine(t, TS(5)));
     cr_assert_eq(gs_row_count(), base + 2);
     size_t with_two = gs_registry_bytes();
-    cr_assert_geq(with_two, sizeof *t + 2 * sizeof *ra);
+    cr_assert_geq(with_two, sizeof *t, "the record, which holds the first rows");
     atomic_store(&ra->state, GS_ROW_DEAD);
     gs_row_prune(t);
     cr_assert_null(gs_row_find(t, a));
@@ -107,6 +107,45 @@ Test(rows, one_per_interpreter_and_freed_with_the_thread)
     cr_assert_eq(gs_row_count(), base);
     cr_assert_eq(gs_registry_bytes(), 0, "no bytes held after the thread goes");
     cr_assert_null(gs_thread_peek());
+}
+
+Test(rows, more_than_the_record_holds_reuse_their_slots)
+{
+    struct gs_thread *t = gs_thread_self();
+    enum { N = 3 * GS_ROW_BLOCK + 1 };
+    struct gs_interp *in[N];
+    struct gs_row *r[N];
+    size_t base = gs_row_count(), alone = gs_registry_bytes();
+    for (int k = 0; k < N; k++) {
+        in[k] = gs_interp_intern(TS(100 + k), 100 + k);
+        r[k] = gs_row_add(t, in[k], TS(200 + k), GS_ROW_IDLE);
+        cr_assert(r[k]);
+        for (int j = 0; j < k; j++)
+            cr_assert_neq(r[j], r[k], "rows %d and %d share a slot", j, k);
+    }
+    for (int k = 0; k < N; k++) {
+        cr_assert_eq(gs_row_find(t, in[k]), r[k]);
+        cr_assert_eq(r[k]->tstate, TS(200 + k), "row %d kept its state", k);
+    }
+    cr_assert_eq(gs_row_count(), base + N);
+    size_t full = gs_registry_bytes();
+    cr_assert_geq(full, alone + 3 * sizeof(struct gs_row_block), "three blocks beyond the record");
+    /* rows that go leave slots that the next rows take: no more memory */
+    for (int k = 0; k < N; k += 2)
+        atomic_store(&r[k]->state, GS_ROW_DEAD);
+    gs_row_prune(t);
+    for (int k = 0; k < N; k += 2) {
+        struct gs_row *again = gs_row_add(t, in[k], TS(300 + k), GS_ROW_IDLE);
+        cr_assert(again);
+        cr_assert_eq(gs_row_find(t, in[k]), again);
+    }
+    for (int k = 1; k < N; k += 2)
+        cr_assert_eq(gs_row_find(t, in[k])->tstate, TS(200 + k), "row %d untouched", k);
+    cr_assert_eq(gs_registry_bytes(), full);
+    cr_assert_eq(gs_row_count(), base + N);
+    gs_thread_teardown(t);
+    cr_assert_eq(gs_row_count(), base);
+    cr_assert_eq(gs_registry_bytes(), 0, "no bytes held after the thread goes");
 }
 
 static void *exiting_thread(void *p)
