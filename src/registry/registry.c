@@ -160,7 +160,8 @@ struct gs_thread *gs_thread_create(void)
     return t;
 }
 
-static void free_chunks(struct gs_thread *t)
+/* Frame chunks and row blocks beyond the ones the record holds. */
+static void free_overflow(struct gs_thread *t)
 {
     struct gs_frame_chunk *c = t->first_chunk.next;
     while (c) {
@@ -189,7 +190,7 @@ void gs_thread_teardown(struct gs_thread *t)
     atomic_fetch_sub(&g_nrows, t->nrows);
     gs_registry_unlock();
     free(t->rows);
-    free_chunks(t);
+    free_overflow(t);
     if (gs_tl_self == t) {
         gs_tl_self = NULL;
         if (atomic_load(&g_key_state) == 2)
@@ -211,7 +212,7 @@ void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp)
         if (t != keep) {
             atomic_fetch_sub(&g_nrows, t->nrows);
             free(t->rows);
-            free_chunks(t);
+            free_overflow(t);
             free(t);
         }
         t = n;

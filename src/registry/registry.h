@@ -186,6 +186,12 @@ struct gs_thread {
 _Static_assert(offsetof(struct gs_thread, view_rows) == GS_CACHE_LINE,
                "what the fast paths read fits one cache line");
 
+/* gilshim_ensure's cached row for a view of interpreter id */
+static inline struct gs_row **gs_view_row(struct gs_thread *t, int64_t id)
+{
+    return &t->view_rows[(uint64_t)id % GS_VIEW_CACHE];
+}
+
 /* --- lifecycle of the registry itself --- */
 GS_HIDDEN void gs_registry_lock(void);
 GS_HIDDEN void gs_registry_unlock(void);

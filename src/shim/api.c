@@ -166,7 +166,6 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         f->prev = prev;
         f->row = r;
         f->tstate = r->tstate;
-        self->view_rows[(uint64_t)in->id % GS_VIEW_CACHE] = r;
     } else {
         PyThreadState *rel = gs_released_top(self);
         if (rel && py.ThreadState_GetInterpreter(rel) == in->ptr) {
@@ -182,9 +181,10 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
             f->kind = GS_FRAME_ROW;
             f->row = r;
             f->tstate = r->tstate;
-            self->view_rows[(uint64_t)in->id % GS_VIEW_CACHE] = r;
         }
     }
+    if (f->row)  /* frames are pushed zeroed: set for ROW and SWITCH */
+        *gs_view_row(self, in->id) = f->row;
     tl_error = GILSHIM_OK;
     return (gilshim_token *)f;
 }
@@ -235,27 +235,16 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
                              !self || (depth = self->depth) >= GS_FRAME_CHUNK ||
                              !self->py_current || self->nreleased ||
                              atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
-                             !(r = self->view_rows[(uint64_t)v.id % GS_VIEW_CACHE]) ||
+                             !(r = *gs_view_row(self, v.id)) ||
                              r->interp->id != v.id || r->interp->generation != v.generation ||
                              ((cur = gs_py_current(self->py_current)) &&
                               !gs_attached_elsewhere(self, cur, depth)),
                          0))
         return ensure_general(v, __builtin_return_address(0));
-    int idle = GS_ROW_IDLE;
-    if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
+    struct gs_frame *f = gs_row_attach(self, r, depth, gs_frame_tag(GS_FRAME_ROW, 0, 1),
+                                       __builtin_return_address(0));
+    if (__builtin_expect(!f, 0))
         return ensure_general(v, __builtin_return_address(0));
-    /* seq_cst after the CAS: see the protocol in registry.h */
-    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE, 0)) {
-        atomic_store(&r->state, GS_ROW_IDLE);
-        return ensure_general(v, __builtin_return_address(0));
-    }
-    struct gs_frame *f = &self->first_chunk.f[depth];
-    f->tag = gs_frame_tag(GS_FRAME_ROW, 0, 1);
-    f->tstate = r->tstate;
-    f->row = r;
-    f->caller = __builtin_return_address(0);
-    self->depth = depth + 1;
-    py.RestoreThread(r->tstate);
     tl_error = GILSHIM_OK;
     return (gilshim_token *)f;
 }

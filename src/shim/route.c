@@ -417,21 +417,11 @@ static inline __attribute__((always_inline)) int ensure_row(struct gs_thread *se
                                                             struct gs_row *r, size_t depth,
                                                             const void *caller)
 {
-    int idle = GS_ROW_IDLE;
-    if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
+    if (__builtin_expect(!gs_row_attach(self, r, depth,
+                                        gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0),
+                                        caller),
+                         0))
         return ensure_general(caller);
-    /* seq_cst after the CAS: see the protocol in registry.h */
-    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE, 0)) {
-        atomic_store(&r->state, GS_ROW_IDLE);
-        return ensure_general(caller);
-    }
-    struct gs_frame *f = &self->first_chunk.f[depth];
-    f->tag = gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0);
-    f->tstate = r->tstate;
-    f->row = r;
-    f->caller = caller;
-    self->depth = depth + 1;
-    py.RestoreThread(r->tstate);
     return GS_PyGILState_UNLOCKED;
 }
 

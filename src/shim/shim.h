@@ -104,6 +104,31 @@ static inline void gs_row_release(struct gs_row *r)
     gs_row_idle(r);
 }
 
+/* The fast paths' attach of a cached row: claim it (IDLE -> BUSY, then its
+ * interpreter still ALIVE, seq_cst after the CAS: see the protocol in
+ * registry.h), open a frame of the given tag at depth, attach the row's
+ * state. NULL, with nothing changed, if the row cannot be claimed. */
+static inline __attribute__((always_inline)) struct gs_frame *
+gs_row_attach(struct gs_thread *self, struct gs_row *r, size_t depth, uint32_t tag,
+              const void *caller)
+{
+    int idle = GS_ROW_IDLE;
+    if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
+        return NULL;
+    if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE, 0)) {
+        atomic_store(&r->state, GS_ROW_IDLE);
+        return NULL;
+    }
+    struct gs_frame *f = &self->first_chunk.f[depth];
+    f->tag = tag;
+    f->tstate = r->tstate;
+    f->row = r;
+    f->caller = caller;
+    self->depth = depth + 1;
+    py.RestoreThread(r->tstate);
+    return f;
+}
+
 /* cur, read from the thread's attached-state word, is not attached on this
  * thread: on <= 3.11 that word is process-wide and may name another
  * thread's state. A state open in one of the depth frames of this thread

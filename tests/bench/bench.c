@@ -609,21 +609,17 @@ int main(int argc, char **argv)
         if (argc > 2)
             scale = atol(argv[2]);
         all();
-    } else if (!strcmp(argv[1], "cycles")) {
+    } else if (!strcmp(argv[1], "cycles") || (!strcmp(argv[1], "flat") && find_gilshim())) {
+        /* one part of `all` alone, with the legacy sub-interpreter it uses */
         if (argc > 2)
             scale = atol(argv[2]);
         PyThreadState *main_ts = PyThreadState_Get();
         PyThreadState *sub = test_new_sub(0);
         PyThreadState_Swap(main_ts);
-        cycles(main_ts, sub);
-        test_end_sub(sub, main_ts, 0);
-    } else if (!strcmp(argv[1], "flat") && find_gilshim()) {
-        if (argc > 2)
-            scale = atol(argv[2]);
-        PyThreadState *main_ts = PyThreadState_Get();
-        PyThreadState *sub = test_new_sub(0);
-        PyThreadState_Swap(main_ts);
-        flat(main_ts, sub, 0);
+        if (argv[1][0] == 'c')
+            cycles(main_ts, sub);
+        else
+            flat(main_ts, sub, 0);
         test_end_sub(sub, main_ts, 0);
     } else if (!strcmp(argv[1], "ir") && argc > 3) {
         ir(argv[2], atol(argv[3]));
