@@ -628,16 +628,24 @@ __attribute__((noinline)) static void restore_slow(struct gs_thread *self, PyThr
     }
 }
 
+/* The attach itself, once the thread's regions are up to date. */
+static inline __attribute__((always_inline)) void restore_attach(struct gs_thread *self,
+                                                                 PyThreadState *t)
+{
+    if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
+                         self->pending_hook, 0))
+        restore_slow(self, t);
+    else
+        py.RestoreThread(t);
+}
+
 __attribute__((noinline)) static void restore_general(PyThreadState *t)
 {
     struct gs_thread *self;
     if (tracking() && (self = gs_thread_peek())) {
         gs_released_restore(self, t);
-        if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
-                             self->pending_hook, 0)) {
-            restore_slow(self, t);
-            return;
-        }
+        restore_attach(self, t);
+        return;
     }
     ORIGINAL(RestoreThread, "PyEval_RestoreThread")(t);
 }
@@ -651,12 +659,7 @@ void gs_restore_thread(PyThreadState *t)
         restore_general(t);
         return;
     }
-    if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
-                         self->pending_hook, 0)) {
-        restore_slow(self, t);
-        return;
-    }
-    py.RestoreThread(t);
+    restore_attach(self, t);
 }
 
 struct gs_interp *gs_creator_owner(void)
