@@ -66,7 +66,8 @@ struct gs_row {
     void *tstate;
     _Atomic int state;
     int tss_note;           /* owner only: what the shim knows of its CPython
-                               TSS slot (src/shim/route.c) */
+                               TSS slot (enum gs_tss_note, src/shim/shim.h);
+                               0 when unknown */
 } __attribute__((aligned(32)));
 
 #define GS_ROW_BLOCK 8

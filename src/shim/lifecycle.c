@@ -479,7 +479,7 @@ static void after_fork_child(void)
     if (me)
         me->tss_slot = NULL;
     for (size_t i = 0; me && i < me->nrows; i++)
-        me->rows[i]->tss_note = 0;
+        me->rows[i]->tss_note = TSS_UNKNOWN;
 }
 
 static _Atomic int g_lifecycle_ready;

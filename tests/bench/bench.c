@@ -6,6 +6,7 @@
  *
  *   bench all [SCALE]   every measurement below, "key value" per line
  *   bench cycles [SCALE] only the single-thread cycles (quick to iterate on)
+ *   bench flat [SCALE]   only 1000 threads x 8 interpreters / 1 x 1 (gilshim preloaded)
  *   bench ir WHAT N     one loop of N cycles, for callgrind --toggle-collect
  *
  * Times are ns per cycle, best of ROUNDS rounds; each loop runs on a
