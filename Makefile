@@ -13,8 +13,8 @@ LIB_FLAGS := -std=c11 -fPIC -fvisibility=hidden -pthread $(WARN)
 LIB_LDFLAGS := -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,--version-script=src/shim/exports.map
 
 REGISTRY_SRC := $(wildcard src/registry/*.c)
-SHIM_SRC     := $(wildcard src/shim/*.c)
-HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
+SHIM_SRC     := $(wildcard src/shim/*.c src/shim/*/*.c)
+HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 

@@ -11,7 +11,7 @@ for cfg in $PYTHONS; do
     # libgilshim ahead of libpython: the whole process sees the shim, as
     # with LD_PRELOAD.
     cc -std=c11 -O1 -g -Wall -Wextra ${WERROR:+-Werror} -Iinclude $($cfg --includes) \
-        tests/embed/test_embed.c -o "$bin" \
+        tests/embed/test_embed.c src/shim/port/versions.c -o "$bin" \
         -Lbuild -Wl,-rpath,"$PWD/build" -lgilshim $($cfg --ldflags --embed) -lcriterion -pthread -ldl
     echo "== embed tests, CPython $ver"
     "$bin" --jobs 2 --filter 'embed/*' || status=1

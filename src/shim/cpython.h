@@ -1,10 +1,11 @@
 /*
  * The slice of CPython the shim uses, declared here instead of including
- * Python.h: the shim links no libpython and runs unchanged on 3.9-3.13, so
+ * Python.h: the shim links no libpython and runs unchanged on every version, so
  * every CPython function is found at run time and called through py.*.
  * Types are opaque. Two PyThreadState fields are read (thread_id on
- * <= 3.11, the pending exception) at offsets kept per version and checked
- * by tests/embed; CPython's attached-state word is found by looking.
+ * <= 3.11, the pending exception) at offsets kept per version in
+ * port/versions.c and checked by tests/embed; CPython's attached-state word
+ * is found by looking.
  */
 #ifndef GILSHIM_CPYTHON_H
 #define GILSHIM_CPYTHON_H
@@ -13,6 +14,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "port/versions.h"
 
 #define GS_HIDDEN __attribute__((visibility("hidden")))
 #define GS_EXPORT __attribute__((visibility("default")))
@@ -34,8 +37,11 @@ struct gs_PyMethodDef {
 #define GS_METH_NOARGS 0x0004
 
 struct gs_py {
-    int minor;                     /* 9..13; 0 until resolved */
-    long thread_id_offset;         /* <= 3.11: offsetof(PyThreadState, thread_id) */
+    int minor;                     /* 0 until resolved */
+    const struct gs_port *port;    /* this version's facts (port/versions.h) */
+    /* offsetof(PyThreadState, thread_id) where the attached state is
+     * process-wide (port->shared_current), else 0 */
+    long thread_id_offset;
     /* offsetof(PyThreadState, curexc_type) (<= 3.11) or current_exception
      * (3.12+), once checked on a live thread state; 0 until then or if
      * the check failed (gs_learn_exception) */

@@ -91,7 +91,7 @@ static int cur_region_init(void)
     if (g_region_size)
         return 1;
     Dl_info info;
-    if (py.minor <= 11) {
+    if (py.port->shared_current) {
         const ElfW(Sym) *sym = NULL;
         void *rt = gs_real_symbol("_PyRuntime");
         if (!rt || !dladdr1(rt, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym || !sym->st_size)
@@ -225,30 +225,6 @@ void *gs_real_symbol(const char *name)
     return NULL;
 }
 
-/* offsetof(PyThreadState, thread_id) on the versions whose "current
- * thread state" is process-wide; tests/embed checks it against each
- * version's headers. 3.12+ keeps the current tstate thread-local. */
-static long thread_id_offset(int minor)
-{
-    switch (minor) {
-    case 9: case 10: return 176;
-    case 11: return 152;
-    default: return 0;
-    }
-}
-
-/* Where a thread state keeps its pending exception; gs_learn_exception
- * checks it before it is used, and tests/embed against the headers. */
-static long exception_offset(int minor)
-{
-    switch (minor) {
-    case 9: case 10: return 88;   /* curexc_type */
-    case 11: case 12: return 96;  /* curexc_type, then current_exception */
-    case 13: return 112;
-    default: return 0;
-    }
-}
-
 static _Atomic int g_exc_checked;
 
 void gs_learn_exception(PyThreadState *t)
@@ -256,16 +232,17 @@ void gs_learn_exception(PyThreadState *t)
     int expect = 0;
     if (!atomic_compare_exchange_strong(&g_exc_checked, &expect, 1))
         return;
-    long off = exception_offset(py.minor);
+    long off = py.port->exc_offset;
     if (!off || !py.Err_SetNone || !py.exc_runtime_error || py.Err_Occurred())
         return;
     PyObject *const *word = (PyObject *const *)((const char *)t + off);
     int ok = *word == NULL;
     py.Err_SetNone(*py.exc_runtime_error);
     PyObject *type = py.Err_Occurred(), *set = *word;
-    /* <= 3.11 the field is the type; 3.12+ the exception, whose ob_type
-     * follows ob_refcnt (not so in a free-threaded build: no match) */
-    ok = ok && type && set && (set == type || ((PyObject *const *)set)[1] == type);
+    /* the type itself, or the exception, whose ob_type follows ob_refcnt
+     * (not so in a free-threaded build: no match) */
+    ok = ok && type && set &&
+         (py.port->exc_is_type ? set == type : ((PyObject *const *)set)[1] == type);
     py.Err_Clear();
     ok = ok && *word == NULL;
     if (ok)
@@ -328,14 +305,17 @@ int gs_py_resolve(void)
     int major = 0, minor = 0;
     if (py.GetVersion && sscanf(py.GetVersion(), "%d.%d", &major, &minor) != 2 && !missing)
         missing = "Py_GetVersion()";
-    if (missing || major != 3 || minor < 9 || minor > 14) {
-        gs_log(GS_LOG_WARN, "CPython %d.%d%s%s: unsupported, passing calls through",
-               major, minor, missing ? " lacks " : "", missing ? missing : "");
+    const struct gs_port *port = major == 3 ? gs_port_for(minor) : NULL;
+    if (missing || !port) {
+        gs_log(GS_LOG_WARN, "CPython %d.%d%s%s: unsupported (gilshim knows 3.%d-3.%d), "
+               "passing calls through", major, minor, missing ? " lacks " : "",
+               missing ? missing : "", gs_port_oldest(), gs_port_newest());
         /* The interposed names must still reach CPython: keep only those. */
         atomic_store(&g_state, GS_PY_UNSUPPORTED);
         return GS_PY_UNSUPPORTED;
     }
-    py.thread_id_offset = thread_id_offset(minor);
+    py.port = port;
+    py.thread_id_offset = port->shared_current ? port->thread_id_offset : 0;
     py.minor = minor;
     gs_lifecycle_init();
     atomic_store_explicit(&g_state, GS_PY_PRESENT, memory_order_release);

@@ -443,7 +443,7 @@ __attribute__((noinline)) static int ensure_row_tss(const void *caller)
         pthread_setspecific(gs_tss_key, NULL);
     if (bound && bound != r->tstate)
         return ensure_general(caller);
-    if (bound && py.minor <= 11)
+    if (bound && !py.port->gilstate_follows)
         r->tss_note = TSS_HOLDS;
     return ensure_row(self, r, self->depth, caller);
 }

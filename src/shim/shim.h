@@ -87,7 +87,7 @@ static inline void gs_row_release(struct gs_row *r)
 {
     if (gs_py_exception(r->tstate))
         py.Err_Clear();
-    if (__builtin_expect(r->tss_note == TSS_UNKNOWN, 0) && py.minor >= 12) {
+    if (__builtin_expect(r->tss_note == TSS_UNKNOWN, 0) && py.port->gilstate_follows) {
         /* 3.12+ binds the gilstate TSS slot to the last attached tstate
          * and, on the next attach, writes through the old binding. An idle
          * row may be deleted by an interpreter end at any moment: unbind

@@ -23,6 +23,7 @@
 
 #include "gilshim.h"
 #include "../common/subinterp.h"
+#include "../../src/shim/port/versions.h"
 
 static PyGILState_STATE (*stock_Ensure)(void);
 static void (*stock_Release)(PyGILState_STATE);
@@ -568,24 +569,37 @@ Test(embed, bad_views_and_arguments_are_refused)
     cr_assert_eq(PyThreadState_Get(), main_ts, "nothing changed");
 }
 
-Test(embed, thread_state_offset_matches_headers)
+Test(embed, port_row_matches_headers)
 {
-    /* src/shim/resolve.c keeps offsetof(PyThreadState, thread_id) for the
-     * versions whose current thread state is process-wide... */
+    /* src/shim/port/versions.c, compiled into this test, holds one row per
+     * version: hold this version's against its own headers. */
+    const struct gs_port *row = gs_port_for(PY_MINOR_VERSION);
+    cr_assert_not_null(row, "no row for CPython 3.%d in src/shim/port/versions.c", PY_MINOR_VERSION);
+    cr_assert_eq(row->minor, PY_MINOR_VERSION);
+    cr_assert_geq(PY_MINOR_VERSION, gs_port_oldest());
+    cr_assert_leq(PY_MINOR_VERSION, gs_port_newest());
 #if PY_VERSION_HEX < 0x030C0000
-    long expect = PY_VERSION_HEX < 0x030B0000 ? 176 : 152;
-    cr_assert_eq((long)offsetof(PyThreadState, thread_id), expect);
-#endif
-    /* and where a thread state keeps its pending exception, which it
-     * checks on a live state before use */
-#if PY_VERSION_HEX < 0x030B0000
-    cr_assert_eq((long)offsetof(PyThreadState, curexc_type), 88);
-#elif PY_VERSION_HEX < 0x030C0000
-    cr_assert_eq((long)offsetof(PyThreadState, curexc_type), 96);
-#elif PY_VERSION_HEX < 0x030D0000
-    cr_assert_eq((long)offsetof(PyThreadState, current_exception), 96);
+    /* one GIL: the attached state is a field of _PyRuntime, and the
+     * owner of a state is told by its thread_id */
+    cr_assert(row->shared_current);
+    cr_assert_not(row->gilstate_follows);
+    cr_assert(row->exc_is_type);
+    cr_assert_eq(row->thread_id_offset, (long)offsetof(PyThreadState, thread_id));
+    cr_assert_eq(row->exc_offset, (long)offsetof(PyThreadState, curexc_type));
 #else
-    cr_assert_eq((long)offsetof(PyThreadState, current_exception), 112);
+    cr_assert_not(row->shared_current);
+    cr_assert(row->gilstate_follows);
+    cr_assert_not(row->exc_is_type);
+    cr_assert_eq(row->exc_offset, (long)offsetof(PyThreadState, current_exception));
+#endif
+    /* gh-87135: a late PyGILState_Ensure hangs from 3.14 on */
+    cr_assert_eq(row->late_caller, PY_VERSION_HEX >= 0x030E0000 ? GS_LATE_HANGS : GS_LATE_EXITS);
+#if PY_VERSION_HEX >= 0x030F0000
+    cr_assert(row->pep788);
+    PyThreadStateToken *(*ensure)(PyInterpreterGuard *) = PyThreadState_Ensure;
+    cr_assert_not_null(ensure);
+#else
+    cr_assert_not(row->pep788);
 #endif
     cr_assert_eq(PyGILState_Check(), 1);
 }

@@ -1,0 +1,47 @@
+/*
+ * What differs between CPython versions, as data: one row per minor
+ * version in versions.c, and nothing else in the shim asks which version it
+ * runs on. Adding a version is adding a row (and running tests/embed, which
+ * checks the row against that version's own headers).
+ *
+ * Self-contained on purpose: tests/embed compiles versions.c into a program
+ * that includes Python.h, to hold each row against offsetof().
+ */
+#ifndef GILSHIM_PORT_VERSIONS_H
+#define GILSHIM_PORT_VERSIONS_H
+
+/* What stock PyGILState_Ensure does to a thread that calls it once the
+ * runtime finalizes (Python/pylifecycle.c, Python/ceval_gil.c). */
+enum gs_late_caller {
+    GS_LATE_EXITS = 0,  /* the thread is ended with pthread_exit (<= 3.13) */
+    GS_LATE_HANGS = 1,  /* the thread blocks forever (3.14+, gh-87135) */
+};
+
+struct gs_port {
+    int minor;
+    /* The attached thread state is process-wide, kept in _PyRuntime (one
+     * GIL, <= 3.11); otherwise a thread-local of libpython. */
+    unsigned shared_current : 1;
+    /* PyGILState's TSS slot follows the last state attached on the thread
+     * (3.12+, CPython PR 101431) instead of the first one made for it. */
+    unsigned gilstate_follows : 1;
+    /* The pending exception is stored as its type (curexc_type, <= 3.11)
+     * rather than as the exception object (current_exception). */
+    unsigned exc_is_type : 1;
+    /* PEP 788's PyThreadState_Ensure and interpreter guards (3.15+). */
+    unsigned pep788 : 1;
+    enum gs_late_caller late_caller;
+    /* offsetof(PyThreadState, thread_id); read only where shared_current. */
+    long thread_id_offset;
+    /* offsetof(PyThreadState, curexc_type or current_exception); checked on
+     * a live thread state before it is used (resolve.c). */
+    long exc_offset;
+};
+
+/* The row for 3.minor, or NULL if the shim does not know that version. */
+const struct gs_port *gs_port_for(int minor);
+/* The oldest and newest versions with a row, for messages. */
+int gs_port_oldest(void);
+int gs_port_newest(void);
+
+#endif
