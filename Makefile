@@ -35,17 +35,25 @@ $(BUILD)/test_registry: tests/unit/test_registry.c $(REGISTRY_SRC) src/registry/
 unit: $(BUILD)/test_registry
 	$(BUILD)/test_registry --jobs 2
 
+# Every tier runs on the host's CPythons (pyenv's 3.9-3.13, Debian's 3.11),
+# then inside the Debian sid root on 3.14 and 3.15 (tests/sid.sh;
+# GILSHIM_SID=0 skips those).
+SID := tests/sid.sh
+
 # Embedding tests and end-to-end runs against every installed CPython.
 embed: $(LIB)
 	WERROR=$(WERROR) tests/run-embed.sh
+	WERROR=$(WERROR) $(SID) tests/run-embed.sh
 
 e2e: $(LIB)
 	tests/run-e2e.sh
+	$(SID) tests/run-e2e.sh
 
 # Interpreter end, finalization, re-initialisation, thread exit, fork and
 # misuse: each scenario run as stock CPython and with gilshim.
 lifecycle: $(LIB)
 	WERROR=$(WERROR) tests/run-lifecycle.sh
+	WERROR=$(WERROR) $(SID) tests/run-lifecycle.sh
 
 # 32 foreign threads x 4 sub-interpreters + main while the interpreters are
 # ended and re-created and the runtime finalized (tests/stress/stress.c).
@@ -53,18 +61,23 @@ lifecycle: $(LIB)
 STRESS_SECONDS ?= 10
 stress: $(LIB)
 	WERROR=$(WERROR) tests/run-stress.sh plain $(STRESS_SECONDS)
+	WERROR=$(WERROR) $(SID) tests/run-stress.sh plain $(STRESS_SECONDS)
 asan:
 	WERROR=$(WERROR) tests/run-stress.sh asan $(STRESS_SECONDS)
+	WERROR=$(WERROR) $(SID) tests/run-stress.sh asan $(STRESS_SECONDS)
 tsan:
 	WERROR=$(WERROR) tests/run-stress.sh tsan $(STRESS_SECONDS)
+	WERROR=$(WERROR) $(SID) tests/run-stress.sh tsan $(STRESS_SECONDS)
 valgrind: $(LIB)
 	WERROR=$(WERROR) tests/run-stress.sh valgrind $(STRESS_SECONDS)
+	WERROR=$(WERROR) $(SID) tests/run-stress.sh valgrind $(STRESS_SECONDS)
 # Issue 6's ratios per CPython, measured side by side, then callgrind
 # instruction counts (tests/run-bench.sh). About 5 minutes; BENCH_RUNS
 # processes per side, BENCH_IR=0 skips callgrind.
 BENCH_RUNS ?= 3
 bench: $(LIB)
 	tests/run-bench.sh $(BENCH_RUNS)
+	$(SID) tests/run-bench.sh $(BENCH_RUNS)
 # All four, briefly: what CI runs after make test.
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
@@ -76,13 +89,16 @@ sanitize:
 CONFORMANCE ?= full
 conformance: $(LIB)
 	tests/run-conformance.sh $(CONFORMANCE)
+	$(SID) tests/run-conformance.sh $(CONFORMANCE)
 conformance-ci: $(LIB)
 	tests/run-conformance.sh ci
+	$(SID) tests/run-conformance.sh ci
 
 # The explicitly linked path: install into a scratch prefix, build the
 # example legacy extension with pkg-config, run it without LD_PRELOAD.
 legacy: $(LIB)
 	tests/run-legacy.sh
+	$(SID) tests/run-legacy.sh
 
 check: $(LIB)
 	tests/check-exports.sh $(LIB)

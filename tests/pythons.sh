@@ -1,8 +1,16 @@
 # Sourced: sets PYTHONS to the python3-config of every CPython the tests
-# run against (pyenv's 3.9-3.13 with a shared libpython). GILSHIM_PYTHONS
-# (space-separated python3-config paths) overrides the search.
+# run against: on the host pyenv's 3.9-3.13 with a shared libpython and
+# Debian's python3.11; inside the sid root (tests/sid.sh) Debian's 3.14 and
+# 3.15, whose executables carry libpython and whose libpython3.1x.so the
+# embedding tests link. GILSHIM_PYTHONS (space-separated python3-config
+# paths) overrides the search.
 if [ -n "${GILSHIM_PYTHONS:-}" ]; then
     PYTHONS=$GILSHIM_PYTHONS
+elif [ -f /etc/gilshim-sid-root ]; then
+    PYTHONS=
+    for minor in 14 15; do
+        [ -x /usr/bin/python3.$minor-config ] && PYTHONS="$PYTHONS /usr/bin/python3.$minor-config"
+    done
 else
     root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "${HOME:-/root}/.pyenv")}
     [ -d "$root/versions" ] || root=/root/.pyenv

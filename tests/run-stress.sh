@@ -19,6 +19,8 @@ case $kind in
     tsan) san="-fsanitize=thread" ; dir=build/tsan ;;
     *) echo "usage: run-stress.sh plain|asan|tsan|valgrind [SECONDS]" >&2; exit 2 ;;
 esac
+# built by another compiler inside the sid root (tests/sid.sh): apart
+[ -z "${GILSHIM_IN_SID:-}" ] || [ -z "$san" ] || dir=build/sid/${dir#build/}
 if [ -n "$san" ]; then
     mkdir -p "$dir"
     cc -std=c11 -fPIC -fvisibility=hidden -pthread -O1 -g -fno-omit-frame-pointer $san \

@@ -1,8 +1,71 @@
 #!/bin/sh
 # Install what `make test` / `make demo` / `make sanitize` need and lack
-# (Debian packages).
-#   tools/deps.sh test|demo|sanitize
+# (Debian packages), and the Debian sid root that carries CPython 3.14 and
+# 3.15 (tests/sid.sh).
+#   tools/deps.sh test|demo|sanitize|sid
+# GILSHIM_SID=0: no sid root (3.14/3.15 skipped). GILSHIM_SID_ROOT: where it
+# is kept (default /var/cache/gilshim/sid), outside the clone so that later
+# runs on the same machine reuse it; it is made again when SID_PACKAGES
+# below changes.
 set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+SID_PACKAGES="python3.14 python3.15 python3.14-dev python3.15-dev
+ libpython3.14-testsuite libpython3.15-testsuite gcc g++ libc6-dev make pkg-config
+ libcriterion-dev valgrind python3-cffi cython3 python3-apsw python3-gi gir1.2-glib-2.0
+ python3-grpcio pybind11-dev python3-nanobind"
+
+install_packages() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps.sh: missing: $*; install them (as root: apt-get install $*)" >&2
+        exit 1
+    fi
+    echo "deps.sh: installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "$@" >/dev/null
+}
+
+# Removes a root only when nothing is mounted inside it: a bind mount of a
+# work tree (tests/sid.sh makes them, in a namespace of their own) would
+# otherwise be emptied with it.
+remove_root() {
+    [ -e "$1" ] || return 0
+    if awk -v r="$1" '$2 == r || index($2, r "/") == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+        echo "deps.sh: something is mounted inside $1; not removing it (see /proc/mounts)" >&2
+        exit 1
+    fi
+    rm -rf --one-file-system "$1"
+}
+
+# The root: made by mmdebstrap next to its final place and moved there
+# whole, so that an interrupted run never leaves a half-made root in use.
+make_sid_root() {
+    root=${GILSHIM_SID_ROOT:-/var/cache/gilshim/sid}
+    want=$(echo $SID_PACKAGES | tr ' ' '\n' | sort | tr '\n' ' ')
+    if [ -f "$root/etc/gilshim-sid-root" ] && [ "$(cat "$root/etc/gilshim-sid-root")" = "$want" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps.sh: the CPython 3.14/3.15 root ($root) needs root to make; or set GILSHIM_SID=0" >&2
+        exit 1
+    fi
+    command -v mmdebstrap >/dev/null 2>&1 || install_packages mmdebstrap
+    echo "deps.sh: making the Debian sid root for CPython 3.14/3.15 at $root (about a minute)"
+    mkdir -p "$(dirname "$root")"
+    remove_root "$root.new"
+    if ! mmdebstrap --quiet --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
+            --include="$(echo $SID_PACKAGES | tr ' ' ',')" sid "$root.new" >"$root.log" 2>&1; then
+        echo "deps.sh: mmdebstrap could not make the sid root (log: $root.log); set GILSHIM_SID=0 to test without 3.14/3.15" >&2
+        remove_root "$root.new"
+        exit 1
+    fi
+    printf '%s' "$want" > "$root.new/etc/gilshim-sid-root"
+    remove_root "$root.old"
+    [ ! -d "$root" ] || mv "$root" "$root.old"
+    mv "$root.new" "$root"
+    remove_root "$root.old"
+}
+
 need=
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 command -v cc >/dev/null 2>&1 || need="$need gcc"
@@ -21,20 +84,16 @@ case ${1:-test} in
           have_pkg libasan8 || need="$need libasan8"
           have_pkg libtsan2 || need="$need libtsan2"
           have_pkg libubsan1 || need="$need libubsan1" ;;
-    demo) ;;
-    *) echo "usage: tools/deps.sh test|demo|sanitize" >&2; exit 2 ;;
+    demo|sid) ;;
+    *) echo "usage: tools/deps.sh test|demo|sanitize|sid" >&2; exit 2 ;;
 esac
-if [ -n "$need" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "deps.sh: missing:$need; install them (as root: apt-get install$need)" >&2
-        exit 1
-    fi
-    echo "deps.sh: installing$need"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq $need >/dev/null
-fi
-. "$(dirname "$0")/../tests/pythons.sh"
+# shellcheck disable=SC2086
+[ -z "$need" ] || install_packages $need
+case ${1:-test} in
+    test|sanitize|sid) [ "${GILSHIM_SID:-1}" = 0 ] || make_sid_root ;;
+esac
+[ "${1:-test}" != sid ] || exit 0
+. "$here/tests/pythons.sh"
 if [ -z "$PYTHONS" ]; then
     echo "deps.sh: no CPython 3.9-3.13 with a shared libpython found (pyenv versions, or GILSHIM_PYTHONS)" >&2
     exit 1
