@@ -110,10 +110,33 @@ GS_EXPORT void *PyEval_SaveThread(void);
 GS_EXPORT void PyEval_RestoreThread(void *tstate);
 GS_EXPORT void PyThreadState_Delete(void *tstate);
 
-/* CPython's gilstate TSS slot ("autoTSSkey"), once found (lifecycle.c):
- * read directly it costs one pthread_getspecific instead of three calls. */
+/* CPython's gilstate binding of the calling thread ("the TSS slot"), once
+ * found (lifecycle.c): a pthread key of the runtime (autoTSSkey, through
+ * 3.14) or a thread-local word of libpython (_Py_tss_gilstate, 3.15+,
+ * port->gilstate_in_tls). Read directly it costs one pthread_getspecific
+ * or one load instead of three calls. */
 GS_HIDDEN extern pthread_key_t gs_tss_key;
 GS_HIDDEN extern _Atomic int gs_tss_key_state;  /* 0 unknown, 1 found, 2 not found */
+/* gilstate_in_tls: this thread's word, or NULL before libpython's TLS
+ * block exists on it */
+GS_HIDDEN void **gs_tss_word(void);
+
+static inline void *gs_tss_read(void)
+{
+    if (!py.port->gilstate_in_tls)
+        return pthread_getspecific(gs_tss_key);
+    void **w = gs_tss_word();
+    return w ? *w : NULL;
+}
+
+static inline void gs_tss_write(void *v)
+{
+    void **w;
+    if (!py.port->gilstate_in_tls)
+        pthread_setspecific(gs_tss_key, v);
+    else if ((w = gs_tss_word()))
+        *w = v;
+}
 
 GS_HIDDEN PyThreadState *gs_tss_get_slow(void);
 /* The thread state CPython has bound to the calling thread, attached or not
@@ -121,22 +144,27 @@ GS_HIDDEN PyThreadState *gs_tss_get_slow(void);
 static inline PyThreadState *gs_tss_get(void)
 {
     if (__builtin_expect(atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1, 1))
-        return (PyThreadState *)pthread_getspecific(gs_tss_key);
+        return (PyThreadState *)gs_tss_read();
     return gs_tss_get_slow();
 }
 
 struct gs_thread;
-/* Point self->tss_slot at where glibc keeps this thread's value of
- * CPython's TSS key, once the layout is checked (lifecycle.c). */
+/* Point self->tss_slot at where this thread's binding is kept: glibc's
+ * value of CPython's TSS key, once the layout is checked, or libpython's
+ * word (lifecycle.c). */
 GS_HIDDEN void gs_learn_tss_slot(struct gs_thread *self);
 GS_HIDDEN int gs_reads_tss_directly(void);
 
-/* Clear the calling thread's TSS slot if it holds t (detached). */
+/* Clear the calling thread's TSS slot if it holds t (detached). Where
+ * the slot is not known yet, this is the moment to find it: t is detached
+ * and bound (3.12+ binds the last attached state). */
 static inline void gs_unbind_tss(PyThreadState *t)
 {
+    if (__builtin_expect(atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 0, 0))
+        gs_tss_get_slow();
     if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1 &&
-        pthread_getspecific(gs_tss_key) == (void *)t)
-        pthread_setspecific(gs_tss_key, NULL);
+        gs_tss_read() == (void *)t)
+        gs_tss_write(NULL);
 }
 
 /* <= 3.11: whether t, the process-wide current tstate, which is not the
@@ -148,6 +176,10 @@ GS_HIDDEN PyThreadState *gs_attached_shared(PyThreadState *t);
  * where a libpython built with -fno-semantic-interposition, or one linked
  * into the executable, never reaches the shim's PyEval_SaveThread. */
 GS_HIDDEN PyThreadState *gs_readline_released(void);
+
+/* This thread's block of libpython's thread-locals (3.12+) and its size,
+ * or NULL (resolve.c). */
+GS_HIDDEN char *gs_py_tls_block(size_t *size);
 
 /* Where CPython keeps the attached state, found once per process from the
  * general paths (resolve.c): gs_learn_current right after this thread

@@ -25,19 +25,73 @@ _Atomic uint64_t gs_hooks_armed;
 
 
 /*
- * CPython's gilstate TSS slot ("autoTSSkey"). Deleting a thread state that
- * another thread's slot points to leaves that slot dangling, and on 3.12+
- * PyThreadState_Delete also clears the *calling* thread's slot. The key is
- * not exported, so find it once: the only pthread key whose value on this
- * thread is the thread state CPython reports as this thread's.
+ * CPython's gilstate TSS slot: a pthread key ("autoTSSkey") through 3.14,
+ * a thread-local word of libpython (_Py_tss_gilstate) from 3.15. Deleting
+ * a thread state that another thread's slot points to leaves that slot
+ * dangling, and on 3.12+ PyThreadState_Delete also clears the *calling*
+ * thread's slot. Neither is exported, so find it once: the only key, or
+ * the only word of libpython's thread-local block, whose value on this
+ * thread is the thread state CPython reports as this thread's. A word is
+ * looked for only while nothing is attached, since the attached-state word
+ * then holds the same state.
  */
 pthread_key_t gs_tss_key;
 _Atomic int gs_tss_key_state;
+static long g_word_off;
+static _Atomic int g_word_tries;
+static GS_TLS void **tl_word;
+
+void **gs_tss_word(void)
+{
+    if (__builtin_expect(tl_word != NULL, 1))
+        return tl_word;
+    size_t size;
+    char *block = gs_py_tls_block(&size);
+    return block ? (tl_word = (void **)(block + g_word_off)) : NULL;
+}
+
+static void not_identified(int n)
+{
+    atomic_store(&gs_tss_key_state, 2);
+    gs_log(GS_LOG_INFO, "CPython's thread-state %s not identified (%d candidates); "
+           "threads whose cached state an interpreter end deletes keep a stale slot",
+           py.port->gilstate_in_tls ? "word" : "key", n);
+}
+
+static void discover_tss_word_of(void *mine)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    size_t size = 0;
+    char *block;
+    if (py.UncheckedGet() || !(block = gs_py_tls_block(&size)))
+        return;  /* not now: another try on a later call */
+    pthread_mutex_lock(&lock);
+    if (!atomic_load(&gs_tss_key_state)) {
+        int n = 0;
+        size_t found = 0;
+        for (size_t o = 0; o + sizeof(void *) <= size; o += sizeof(void *))
+            if (*(void *const *)(block + o) == mine) {
+                found = o;
+                n++;
+            }
+        if (n == 1) {
+            g_word_off = (long)found;
+            atomic_store(&gs_tss_key_state, 1);
+        } else if (atomic_fetch_add(&g_word_tries, 1) >= 16) {
+            not_identified(n);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
 
 static void discover_tss_key_of(void *mine)
 {
     if (atomic_load(&gs_tss_key_state) || !mine)
         return;
+    if (py.port->gilstate_in_tls) {
+        discover_tss_word_of(mine);
+        return;
+    }
     int found = -1, n = 0;
     for (int k = 0; k < 1024; k++)
         if (pthread_getspecific((pthread_key_t)k) == mine) {
@@ -48,9 +102,7 @@ static void discover_tss_key_of(void *mine)
         gs_tss_key = (pthread_key_t)found;
         atomic_store(&gs_tss_key_state, 1);
     } else {
-        atomic_store(&gs_tss_key_state, 2);
-        gs_log(GS_LOG_INFO, "CPython's thread-state key not identified (%d candidates); "
-               "threads whose cached state an interpreter end deletes keep a stale slot", n);
+        not_identified(n);
     }
 }
 
@@ -66,10 +118,10 @@ void gs_fix_stale_tss(struct gs_thread *self)
 {
     atomic_store(&self->stale_tss, NULL);
     if (atomic_load(&gs_tss_key_state) == 1) {
-        void *v = pthread_getspecific(gs_tss_key);
+        void *v = gs_tss_read();
         for (size_t i = 0; v && i < self->nrows; i++)
             if (atomic_load(&self->rows[i]->state) == GS_ROW_DEAD && self->rows[i]->tstate == v) {
-                pthread_setspecific(gs_tss_key, NULL);
+                gs_tss_write(NULL);
                 break;
             }
     }
@@ -129,13 +181,24 @@ static int slot_layout(struct gs_thread *self)
     return slot && *slot == value ? 1 : -1;
 }
 
-int gs_reads_tss_directly(void) { return atomic_load(&g_slot_state) == 1; }
+int gs_reads_tss_directly(void)
+{
+    if (gs_py_state() == GS_PY_PRESENT && py.port->gilstate_in_tls)
+        return atomic_load(&gs_tss_key_state) == 1;
+    return atomic_load(&g_slot_state) == 1;
+}
 
 void gs_learn_tss_slot(struct gs_thread *self)
 {
     self->tss_slot = NULL;  /* the key may have changed since */
     int s = atomic_load_explicit(&g_slot_state, memory_order_acquire);
-    if (s == 2 || atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1)
+    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1)
+        return;
+    if (py.port->gilstate_in_tls) {
+        self->tss_slot = (void *const *)gs_tss_word();
+        return;
+    }
+    if (s == 2)
         return;
     if (s == 0) {
         static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -158,11 +221,11 @@ void gs_learn_tss_slot(struct gs_thread *self)
 void gs_delete_foreign_tstate(PyThreadState *t)
 {
     int have_key = atomic_load(&gs_tss_key_state) == 1;
-    void *saved = have_key ? pthread_getspecific(gs_tss_key) : NULL;
+    void *saved = have_key ? gs_tss_read() : NULL;
     py.ThreadState_Clear(t);
     py.ThreadState_Delete(t);
-    if (have_key && saved != (void *)t && pthread_getspecific(gs_tss_key) != saved)
-        pthread_setspecific(gs_tss_key, saved);
+    if (have_key && saved != (void *)t && gs_tss_read() != saved)
+        gs_tss_write(saved);
 }
 
 /* --- thread states deleted by others ---

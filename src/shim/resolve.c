@@ -152,6 +152,19 @@ static pthread_mutex_t g_learn_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(const struct gs_thread *) g_learner;
 static size_t g_cand[8], g_ncand;
 
+char *gs_py_tls_block(size_t *size)
+{
+    if (py.port->shared_current)
+        return NULL;
+    pthread_mutex_lock(&g_learn_lock);
+    int ok = cur_region_init();
+    pthread_mutex_unlock(&g_learn_lock);
+    if (!ok)
+        return NULL;
+    *size = g_region_size;
+    return cur_region();
+}
+
 void gs_learn_current(struct gs_thread *self, PyThreadState *t)
 {
     long off = atomic_load_explicit(&g_cur_off, memory_order_acquire);

@@ -440,7 +440,7 @@ __attribute__((noinline)) static int ensure_row_tss(const void *caller)
     else if (!bound && *self->tss_slot)
         /* a value glibc keeps for a deleted key: drop it, so that the read
          * in memory (ensure_detached) sees what pthread_getspecific sees */
-        pthread_setspecific(gs_tss_key, NULL);
+        gs_tss_write(NULL);
     if (bound && bound != r->tstate)
         return ensure_general(caller);
     if (bound && !py.port->gilstate_follows)

@@ -7,14 +7,14 @@
 #include <stddef.h>
 
 static const struct gs_port rows[] = {
-    /* minor shared follows is_type pep788 late           thread_id exc */
-    {9,  1, 0, 1, 0, GS_LATE_EXITS, 176, 88},
-    {10, 1, 0, 1, 0, GS_LATE_EXITS, 176, 88},
-    {11, 1, 0, 1, 0, GS_LATE_EXITS, 152, 96},
-    {12, 0, 1, 0, 0, GS_LATE_EXITS, 0, 96},
-    {13, 0, 1, 0, 0, GS_LATE_EXITS, 0, 112},
-    {14, 0, 1, 0, 0, GS_LATE_HANGS, 0, 112},
-    {15, 0, 1, 0, 1, GS_LATE_HANGS, 0, 136},
+    /* minor shared follows is_type in_tls pep788 late     thread_id exc */
+    {9,  1, 0, 1, 0, 0, GS_LATE_EXITS, 176, 88},
+    {10, 1, 0, 1, 0, 0, GS_LATE_EXITS, 176, 88},
+    {11, 1, 0, 1, 0, 0, GS_LATE_EXITS, 152, 96},
+    {12, 0, 1, 0, 0, 0, GS_LATE_EXITS, 0, 96},
+    {13, 0, 1, 0, 0, 0, GS_LATE_EXITS, 0, 112},
+    {14, 0, 1, 0, 0, 0, GS_LATE_HANGS, 0, 112},
+    {15, 0, 1, 0, 1, 1, GS_LATE_HANGS, 0, 136},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 

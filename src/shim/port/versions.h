@@ -28,6 +28,10 @@ struct gs_port {
     /* The pending exception is stored as its type (curexc_type, <= 3.11)
      * rather than as the exception object (current_exception). */
     unsigned exc_is_type : 1;
+    /* PyGILState's binding is a thread-local word of libpython
+     * (_Py_tss_gilstate, 3.15+) rather than a pthread key of the runtime
+     * (autoTSSkey). */
+    unsigned gilstate_in_tls : 1;
     /* PEP 788's PyThreadState_Ensure and interpreter guards (3.15+). */
     unsigned pep788 : 1;
     enum gs_late_caller late_caller;
