@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . tests/pythons.sh
 [ -n "$PYTHONS" ] || { echo "run-lifecycle: no CPython 3.9-3.13 with python3-config found" >&2; exit 1; }
 warn="-Wall -Wextra ${WERROR:+-Werror}"
-cc -std=c11 -O1 -g $warn tests/lifecycle/test_lifecycle.c -o build/test_lifecycle -lcriterion
+cc -std=c11 -O1 -g $warn tests/lifecycle/test_lifecycle.c src/shim/port/versions.c \
+    -o build/test_lifecycle -lcriterion
 status=0
 for cfg in $PYTHONS; do
     tag=$(py_tag "$cfg")
@@ -17,6 +18,8 @@ for cfg in $PYTHONS; do
     cc $flags -DWITH_GILSHIM tests/lifecycle/scenario.c -o build/scenario-shim-$tag \
         -Lbuild -Wl,-rpath,"$PWD/build" -lgilshim $libs
     echo "== lifecycle tests, CPython $tag"
-    GILSHIM_SCENARIOS=build/scenario-%s-$tag build/test_lifecycle --jobs 2 || status=1
+    minor=$(${cfg%-config} -c 'import sys; print(sys.version_info[1])')
+    GILSHIM_SCENARIOS=build/scenario-%s-$tag GILSHIM_PY_MINOR=$minor \
+        build/test_lifecycle --jobs 2 || status=1
 done
 exit $status

@@ -6,15 +6,20 @@
 
 #include <stddef.h>
 
+/* Each fact is named where it is set; a zero is the oldest behaviour. */
+#define UNTIL_3_11 .shared_current = 1, .exc_is_type = 1
+#define FROM_3_12 .gilstate_follows = 1
 static const struct gs_port rows[] = {
-    /* minor shared follows is_type in_tls pep788 late     thread_id exc */
-    {9,  1, 0, 1, 0, 0, GS_LATE_EXITS, 176, 88},
-    {10, 1, 0, 1, 0, 0, GS_LATE_EXITS, 176, 88},
-    {11, 1, 0, 1, 0, 0, GS_LATE_EXITS, 152, 96},
-    {12, 0, 1, 0, 0, 0, GS_LATE_EXITS, 0, 96},
-    {13, 0, 1, 0, 0, 0, GS_LATE_EXITS, 0, 112},
-    {14, 0, 1, 0, 0, 0, GS_LATE_HANGS, 0, 112},
-    {15, 0, 1, 0, 1, 1, GS_LATE_HANGS, 0, 136},
+    {.minor = 9, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88},
+    {.minor = 10, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88},
+    {.minor = 11, UNTIL_3_11, .thread_id_offset = 152, .exc_offset = 96},
+    {.minor = 12, FROM_3_12, .exc_offset = 96},
+    {.minor = 13, FROM_3_12, .exc_offset = 112},
+    {.minor = 14, FROM_3_12, .exc_offset = 112, .end_deletes_others = 1,
+     .late_caller = GS_LATE_HANGS},
+    {.minor = 15, FROM_3_12, .exc_offset = 136, .end_deletes_others = 1,
+     .late_caller = GS_LATE_HANGS, .after_fini = GS_AFTER_HANGS, .gilstate_in_tls = 1,
+     .pep788 = 1},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 

@@ -10,11 +10,17 @@
 #ifndef GILSHIM_PORT_VERSIONS_H
 #define GILSHIM_PORT_VERSIONS_H
 
-/* What stock PyGILState_Ensure does to a thread that calls it once the
+/* What stock PyGILState_Ensure does to a thread that calls it while the
  * runtime finalizes (Python/pylifecycle.c, Python/ceval_gil.c). */
 enum gs_late_caller {
     GS_LATE_EXITS = 0,  /* the thread is ended with pthread_exit (<= 3.13) */
     GS_LATE_HANGS = 1,  /* the thread blocks forever (3.14+, gh-87135) */
+};
+
+/* ... and once Py_FinalizeEx has returned. */
+enum gs_after_fini {
+    GS_AFTER_CRASHES = 0,  /* new_threadstate(interp=NULL): SIGSEGV (<= 3.14) */
+    GS_AFTER_HANGS = 1,    /* the thread blocks forever (3.15+) */
 };
 
 struct gs_port {
@@ -34,7 +40,11 @@ struct gs_port {
     unsigned gilstate_in_tls : 1;
     /* PEP 788's PyThreadState_Ensure and interpreter guards (3.15+). */
     unsigned pep788 : 1;
+    /* Py_EndInterpreter deletes other threads' states of the interpreter
+     * (3.14+) instead of the fatal error "not the last thread". */
+    unsigned end_deletes_others : 1;
     enum gs_late_caller late_caller;
+    enum gs_after_fini after_fini;
     /* offsetof(PyThreadState, thread_id); read only where shared_current. */
     long thread_id_offset;
     /* offsetof(PyThreadState, curexc_type or current_exception); checked on
