@@ -71,8 +71,8 @@ if [ -n "$check" ]; then
     exec "$1" -c '
 import sys
 v = sys.version_info[:2]
-if not ((3, 9) <= v <= (3, 14)):
-    sys.stderr.write("inject.sh: CPython %d.%d is not supported (3.9-3.14)\n" % v)
+if not ((3, 9) <= v <= (3, 15)):
+    sys.stderr.write("inject.sh: CPython %d.%d is not supported (3.9-3.15)\n" % v)
     sys.exit(3)
 import ctypes
 me = ctypes.CDLL(None)

@@ -11,7 +11,7 @@ cdef extern from "pthread.h" nogil:
 cdef object _fn = None
 cdef long _result = -1
 
-cdef void *worker(void *arg) nogil:
+cdef void *worker(void *arg) noexcept nogil:
     global _result
     with gil:
         _result = _fn()

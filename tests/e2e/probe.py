@@ -10,7 +10,9 @@ usage: probe.py SCENARIO [LIBCBTHREAD]
   ext-relro      the same, built with full RELRO (cbext_relro)
   legacy         examples/legacy_ext, linked with libgilshim, no preload
 Prints "SCENARIO: main" or "SCENARIO: sub" from inside the sub-interpreter,
-as soon as the callback has run.
+as soon as the callback has run. GILSHIM_PROBE_LEGACY=1: a sub-interpreter
+that shares main's GIL and allocator (on 3.13+, where the default has its
+own), in which stock's wrong-interpreter callback does not crash.
 """
 import os
 import sys
@@ -68,7 +70,7 @@ with open({out!r}, "w") as f:
 """
 
 try:
-    run_in_sub(code)
+    run_in_sub(code, legacy=os.environ.get("GILSHIM_PROBE_LEGACY") == "1")
 except RuntimeError as e:
     sys.exit(f"probe: the sub-interpreter failed: {e}")
 
