@@ -75,6 +75,19 @@ for cfg in $PYTHONS; do
         printf '  info %-32s stock: %s, gilshim: %s\n' "-X tracemalloc ctypes-thread" \
             "$tm_stock" "$tm_shim"
     fi
+    # the standard library's own sub-interpreters (own GIL each), 3.14+:
+    # stock runs a library thread's callback in main, which frees the
+    # worker's objects there and aborts the process
+    if "$py" -c 'import concurrent.interpreters' 2>/dev/null; then
+        for s in pool call-thread exec-thread call-sync call-sqlite; do
+            stock=$(PYTHONPATH=$PWD/tests/e2e run "$py" tests/e2e/stdlib.py $s "$lib")
+            shim=$(PYTHONPATH=$PWD/tests/e2e run tools/inject.sh "$py" tests/e2e/stdlib.py $s "$lib")
+            case $stock in *+exit134|*+exit139) stock=crash ;; esac  # abort or SIGSEGV
+            case $s in *-thread|pool) want_stock=crash ;; *) want_stock=own ;; esac
+            expect "stock   concurrent.interpreters $s" $want_stock "$stock"
+            expect "gilshim concurrent.interpreters $s" own "$shim"
+        done
+    fi
     out=$(tools/inject.sh "$py" tests/e2e/smoke.py "$lib" 2>&1) || true
     expect "gilshim main-interpreter smoke" ok "$out"
     # how the calls reach the shim: a libpython of its own, or the executable's
