@@ -378,6 +378,20 @@ static void alive_subs(struct gs_interp *in, void *arg)
         o->list[o->n++] = in;
 }
 
+/* A sub-interpreter whose exit hook its own code removed (atexit._clear(),
+ * as test_atexit does) has ended unseen: its entry must not be visited. */
+static void drop_unlisted(struct others *o)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        if (gs_interp_listed(o->list[i]))
+            o->list[kept++] = o->list[i];
+        else
+            atomic_store(&o->list[i]->state, GS_DEAD);
+    }
+    o->n = kept;
+}
+
 static PyObject *exit_hook(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -390,6 +404,7 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
          * behind: sweep them now, each from inside, while it is safe. */
         struct others o = {.main = in};
         gs_interp_foreach(alive_subs, &o);
+        drop_unlisted(&o);
         for (size_t i = 0; i < o.n; i++) {
             PyThreadState *visit = py.ThreadState_New(o.list[i]->ptr);
             if (!visit)

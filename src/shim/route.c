@@ -97,7 +97,7 @@ struct gs_interp *gs_interp_of(PyThreadState *t, int attached)
 /* An entry whose exit hook is not in place yet may describe an interpreter
  * that has ended since (it was learnt from a creating thread that was not
  * attached). Check CPython's own list before the first use. */
-static int still_listed(struct gs_interp *in)
+int gs_interp_listed(struct gs_interp *in)
 {
     for (PyInterpreterState *ip = py.InterpreterState_Head(); ip; ip = py.InterpreterState_Next(ip))
         if (ip == in->ptr)
@@ -137,7 +137,7 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         return NULL;
     }
     if (!r->tstate) {
-        if (!in->hook_registered && !still_listed(in)) {
+        if (!in->hook_registered && !gs_interp_listed(in)) {
             atomic_store(&in->state, GS_DEAD);
             atomic_store(&r->state, GS_ROW_DEAD);
             *err = GILSHIM_EGONE;

@@ -61,6 +61,9 @@ GS_HIDDEN void gs_release_mismatch(const char *what, int oldstate, const void *c
  * or a state other than its Ensure returned ("...; then"). */
 GS_HIDDEN struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate,
                                             const void *caller, const char *then);
+/* Whether in is still in CPython's list of interpreters (under the same
+ * id): an interpreter whose exit hook was cleared ends unseen. */
+GS_HIDDEN int gs_interp_listed(struct gs_interp *in);
 /* Entry for the interpreter of an attached tstate (and place its hook). */
 GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);

@@ -602,6 +602,82 @@ static int finalizer(void)
     return 0;
 }
 
+/* --- pep788 (3.15+): CPython's own PyThreadState_Ensure and interpreter
+ * guards on a foreign thread that also calls PyGILState_Ensure, which
+ * gilshim routes to the thread's creator (the sub-interpreter) and gives a
+ * cached state. Nested both ways, then an interpreter end while the thread
+ * holds a guard (CPython waits for it; the exit hook must not deadlock),
+ * then the view of the ended interpreter. --- */
+#if PY_VERSION_HEX >= 0x030F0000
+static PyInterpreterView *pv_view;
+static PyInterpreterGuard *pv_guard;
+static _Atomic int pv_stage;
+
+static void *pv_thread(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < 3; i++) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        const char *outer = python_call();
+        PyThreadStateToken *t = PyThreadState_Ensure(pv_guard);
+        const char *inner = t ? python_call() : "NULL";
+        if (t)
+            PyThreadState_Release(t);
+        const char *back = python_call();
+        PyGILState_Release(g);
+        if (i == 2)
+            say("thread: PyGILState_Ensure in %s, PyThreadState_Ensure(guard) inside it in %s, "
+                "back in %s", outer, inner, back);
+    }
+    for (int i = 0; i < 3; i++) {
+        PyThreadStateToken *t = PyThreadState_EnsureFromView(pv_view);
+        const char *outer = t ? python_call() : "NULL";
+        PyGILState_STATE g = PyGILState_Ensure();
+        const char *inner = python_call();
+        PyGILState_Release(g);
+        if (t)
+            PyThreadState_Release(t);
+        if (i == 2)
+            say("thread: PyThreadState_EnsureFromView in %s, PyGILState_Ensure inside it in %s",
+                outer, inner);
+    }
+    atomic_store(&pv_stage, 1);
+    /* main ends the interpreter now, and waits for this guard */
+    sleep_ms(300);
+    say("thread: closing the guard");
+    PyInterpreterGuard_Close(pv_guard);
+    wait_for(&pv_stage, 2);
+    PyThreadStateToken *t = PyThreadState_EnsureFromView(pv_view);
+    say("thread: PyThreadState_EnsureFromView on the ended interpreter: %s", t ? "a token" : "NULL");
+    if (t)
+        PyThreadState_Release(t);
+    PyInterpreterView_Close(pv_view);
+    return NULL;
+}
+
+static int pep788(int own_gil)
+{
+    start("main");
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    pv_view = PyInterpreterView_FromCurrent();
+    pv_guard = PyInterpreterGuard_FromCurrent();
+    if (!pv_view || !pv_guard)
+        abort();
+    /* made while the sub-interpreter is attached: gilshim's rule 4 */
+    pthread_t th;
+    pthread_create(&th, NULL, pv_thread, NULL);
+    wait_released(&pv_stage, 1);
+    end_sub(sub, own_gil);
+    atomic_store(&pv_stage, 2);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     const char *name = argc > 1 ? argv[1] : "";
@@ -630,7 +706,11 @@ int main(int argc, char **argv)
         return unbalanced();
     if (!strcmp(name, "finalizer"))
         return finalizer();
+#if PY_VERSION_HEX >= 0x030F0000
+    if (!strcmp(name, "pep788"))
+        return pep788(own);
+#endif
     fprintf(stderr, "usage: %s after_finalize|finalize_busy|end_cached [own]|end_inflight [own]|"
-            "reinit|thread_exit|fork|unbalanced|finalizer\n", argv[0]);
+            "reinit|thread_exit|fork|unbalanced|finalizer|pep788 [own] (3.15+)\n", argv[0]);
     return 2;
 }

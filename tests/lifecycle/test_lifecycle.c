@@ -207,8 +207,9 @@ Test(lifecycle, threads_calling_in_while_the_runtime_finalizes)
         cr_assert(!has(s->out, "main: workers killed=0 "),
                   "stock: expected threads killed by pthread_exit, got " SHOW(s));
     } else if (s->exited) {
-        cr_assert(has(s->out, "main: workers killed=0 parked=4 "),
-                  "stock: expected threads hung, got " SHOW(s));
+        /* 3.14+ blocks them, not always before one is let run again */
+        cr_assert(has(s->out, "main: workers killed=0 "),
+                  "stock: expected threads hung, not killed, got " SHOW(s));
     } else {
         cr_assert(s->signal == SIGSEGV || s->signal == SIGABRT,
                   "stock: expected killed threads or a crash, got " SHOW(s));
@@ -297,6 +298,44 @@ Test(lifecycle, drain_gives_up_after_GILSHIM_DRAIN_MS)
     stock_end_outcome(g, "end_inflight");
     cr_assert(has(g->err, "callback(s) still running after GILSHIM_DRAIN_MS=50"), SHOW(g));
 }
+
+/* 3.15's own PEP 788 calls on a thread that also calls PyGILState_Ensure:
+ * nested either way, both sides balanced; an interpreter end waits for the
+ * thread's guard (gilshim's exit hook runs and does not deadlock); the view
+ * of the ended interpreter gives NULL. Stock's PyGILState_Ensure lands in
+ * main, gilshim's in the creating sub-interpreter, where the native
+ * Ensure inside it then needs no switch. */
+static void pep788_interplay(const char *arg)
+{
+    if (!port()->pep788)
+        cr_skip_test("PEP 788 is CPython 3.15+");
+    const char *common[] = {
+        "thread: PyThreadState_EnsureFromView in sub, PyGILState_Ensure inside it in sub\n",
+        "thread: closing the guard\nmain: the interpreter ended\n",
+        "thread: PyThreadState_EnsureFromView on the ended interpreter: NULL\n",
+        "main: exit\n",
+    };
+    struct outcome *s = run("stock", "pep788", arg, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, SHOW(s));
+    cr_assert(has(s->out, "thread: PyGILState_Ensure in main, PyThreadState_Ensure(guard) inside "
+                          "it in sub, back in main\n"), SHOW(s));
+    struct outcome *g = run("shim", "pep788", arg, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: PyGILState_Ensure in sub, PyThreadState_Ensure(guard) inside "
+                          "it in sub, back in sub\n"), SHOW(g));
+    for (size_t i = 0; i < sizeof common / sizeof *common; i++) {
+        cr_assert(has(s->out, common[i]), "stock: %s" SHOW(s), common[i]);
+        cr_assert(has(g->out, common[i]), "gilshim: %s" SHOW(g), common[i]);
+    }
+    cr_assert_str_empty(g->err, "gilshim says nothing: " SHOW(g));
+}
+
+Test(lifecycle, pep788_calls_nest_with_pygilstate_and_guards_hold_an_interpreter_end)
+{
+    pep788_interplay(NULL);
+}
+
+Test(lifecycle, pep788_with_an_own_gil_interpreter) { pep788_interplay("own"); }
 
 /* --- Py_Initialize again --- */
 
