@@ -103,6 +103,7 @@ legacy: $(LIB)
 check: $(LIB)
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
+	tests/check-secure.sh $(LIB)
 
 test: tools/deps.sh
 	tools/deps.sh test

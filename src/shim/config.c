@@ -1,7 +1,9 @@
 /* GILSHIM_* environment variables (README "Environment") and messages.
  * Read once, on first use, without pthread_once: the first reader may be
  * inside a CPython callback that re-enters the shim. Racing first readers
- * parse the same environment; the race is benign. */
+ * parse the same environment; the race is benign.
+ * Every variable is read through setting(), and none in secure-execution
+ * mode (docs/security.md). */
 #define _GNU_SOURCE
 #include "shim.h"
 
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -24,11 +27,21 @@ static int g_log_fd = 2;
 static _Atomic int g_log_count;
 #define GS_LOG_CAP 200
 
+/* AT_SECURE (setuid, setgid, file capabilities): the environment was
+ * written by a less privileged caller, who could otherwise have a
+ * privileged process create or append to any file (GILSHIM_LOG), stop
+ * its threads or abort it. glibc ignores LD_PRELOAD and MALLOC_* there
+ * for the same reason; the defaults hold, silently. */
+static const char *setting(const char *var)
+{
+    return getauxval(AT_SECURE) ? NULL : getenv(var);
+}
+
 struct choice { const char *name; int value; };
 
 static void pick(const char *var, const struct choice *c, int *out)
 {
-    const char *v = getenv(var);
+    const char *v = setting(var);
     if (!v || !*v)
         return;
     for (; c->name; c++)
@@ -51,7 +64,7 @@ static void read_config(void)
                                            {"2", GS_LOG_INFO},      {"3", GS_LOG_DEBUG},
                                            {0, 0}};
     /* The log destination first, so that warnings about the others go there. */
-    const char *file = getenv("GILSHIM_LOG");
+    const char *file = setting("GILSHIM_LOG");
     if (file && *file) {
         int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0)
@@ -70,7 +83,7 @@ static void read_config(void)
     pick("GILSHIM_MODE", modes, &g_cfg.mode);
     pick("GILSHIM_PATCH", patch, &g_cfg.patch);
     pick("GILSHIM_ON_FINALIZE", fins, &g_cfg.on_finalize);
-    const char *d = getenv("GILSHIM_DRAIN_MS");
+    const char *d = setting("GILSHIM_DRAIN_MS");
     if (d && *d) {
         char *end;
         errno = 0;

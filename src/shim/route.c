@@ -210,14 +210,19 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     if (mode != GS_MODE_ROUTE) {
         if (mode == GS_MODE_DIAGNOSE) {
             int seen = atomic_load_explicit(&g_runtime_seen, memory_order_relaxed);
-            if (py.IsInitialized() && !gs_runtime_finalizing()) {
+            if (py.IsInitialized()) {
+                /* From main's exit hook on, stock still serves callbacks
+                 * until Py_FinalizeEx clears "initialized". Framed all the
+                 * same: Release looks for a frame while initialized. */
+                if (gs_runtime_finalizing() && !gs_py_attached())
+                    gs_diagnose_late_ensure(caller, 0);
                 if (!seen)
                     atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
                 return gs_diagnose_ensure(caller);
             }
             /* attached: a nested call from code Py_FinalizeEx runs */
             if (seen && !gs_py_attached())
-                gs_diagnose_late_ensure(caller, !py.IsInitialized());
+                gs_diagnose_late_ensure(caller, 1);
         }
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }

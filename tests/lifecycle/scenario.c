@@ -325,6 +325,99 @@ static int end_with_thread_state(int own_gil, int inflight)
     return 0;
 }
 
+/* --- finalize_inflight: Py_FinalizeEx while a foreign thread's callback
+ * runs in main, its GIL released --- */
+
+static _Atomic int fi_stage;
+
+static void *fi_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("thread: callback runs in %s", python_call());
+    atomic_store(&fi_stage, 1);
+    if (PyRun_SimpleString("import time; time.sleep(0.3)"))
+        abort();
+    say("thread: callback finished");
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static int finalize_inflight(void)
+{
+    start("main");
+    pthread_t th;
+    pthread_create(&th, NULL, fi_thread, NULL);
+    wait_released(&fi_stage, 1);
+    say("main: Py_FinalizeEx with a callback in flight");
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned");
+    say(join_within(th, 1000) ? "main: the thread is still blocked" : "main: the thread ended");
+    say("main: exit");
+    return 0;
+}
+
+/* --- atexit_ensure: a foreign thread calls in while an atexit callback
+ * of main waits for it; stock's runtime is not finalizing yet --- */
+
+static _Atomic int ax_stage;
+
+static void *ax_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    python_call();
+    PyGILState_Release(g);
+    atomic_store(&ax_stage, 1);
+    wait_for(&ax_stage, 2);
+    say("thread: PyGILState_Ensure during an atexit callback");
+    g = PyGILState_Ensure();
+    say("thread: callback runs in %s", python_call());
+    PyGILState_Release(g);
+    atomic_store(&ax_stage, 3);
+    return NULL;
+}
+
+static PyObject *ax_at_exit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    int ran;
+    Py_BEGIN_ALLOW_THREADS
+    atomic_store(&ax_stage, 2);
+    for (int i = 0; i < 1000 && atomic_load(&ax_stage) < 3; i++)
+        sleep_ms(1);
+    ran = atomic_load(&ax_stage) == 3;
+    Py_END_ALLOW_THREADS
+    say(ran ? "atexit: the thread's callback ran" : "atexit: the thread is still blocked");
+    Py_RETURN_NONE;
+}
+
+static int atexit_ensure(void)
+{
+    static PyMethodDef def = {"scenario_at_exit", ax_at_exit, METH_NOARGS, NULL};
+    start("main");
+    /* Before gilshim's own exit hook for main, placed at the first
+     * pthread_create or Ensure: atexit runs the callbacks last in first
+     * out, so this one runs once gilshim has heard the runtime is going. */
+    PyObject *fn = PyCFunction_New(&def, NULL);
+    PyObject *mod = PyImport_ImportModule("atexit");
+    PyObject *res = fn && mod ? PyObject_CallMethod(mod, "register", "O", fn) : NULL;
+    if (!res)
+        abort();
+    Py_DECREF(res);
+    Py_DECREF(mod);
+    Py_DECREF(fn);
+    pthread_t th;
+    pthread_create(&th, NULL, ax_thread, NULL);
+    wait_released(&ax_stage, 1);
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned");
+    say(join_within(th, 300) ? "main: the thread is still blocked" : "main: the thread ended");
+    say("main: exit");
+    return 0;
+}
+
 /* --- reinit: Py_FinalizeEx, Py_Initialize again; old views stay invalid --- */
 
 static _Atomic int ri_cmd, ri_done;
@@ -565,6 +658,44 @@ static int unbalanced(void)
     return 0;
 }
 
+/* --- misuse: PyGILState_Release given the wrong state, 250 times; with
+ * gilshim first a token released out of order --- */
+
+static void *mu_thread(void *unused)
+{
+    (void)unused;
+#ifdef WITH_GILSHIM
+    gilshim_token *outer = gilshim_ensure(gilshim_view_main());
+    gilshim_token *inner = gilshim_ensure(gilshim_view_main());
+    gilshim_release(outer);
+    say("thread: the outer token released first: %s", err_name(gilshim_last_error()));
+    gilshim_release(inner);
+    gilshim_release(outer);
+#endif
+    int ran = 0;
+    for (int i = 0; i < 250; i++) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        ran += strcmp(python_call(), "main") == 0;
+        PyGILState_Release(g == PyGILState_UNLOCKED ? PyGILState_LOCKED : PyGILState_UNLOCKED);
+    }
+    say("thread: %d of 250 callbacks ran in main, each released with the wrong state", ran);
+    return NULL;
+}
+
+static int misuse(void)
+{
+    start("main");
+    pthread_t th;
+    pthread_create(&th, NULL, mu_thread, NULL);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    say("main: has the GIL back");
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
 /* Py_FinalizeEx clears "initialized" and only then clears modules: a
  * destructor run then that calls PyGILState_Ensure (a common defensive
  * habit) nests in an attached thread and must simply work. */
@@ -706,11 +837,18 @@ int main(int argc, char **argv)
         return unbalanced();
     if (!strcmp(name, "finalizer"))
         return finalizer();
+    if (!strcmp(name, "finalize_inflight"))
+        return finalize_inflight();
+    if (!strcmp(name, "atexit_ensure"))
+        return atexit_ensure();
+    if (!strcmp(name, "misuse"))
+        return misuse();
 #if PY_VERSION_HEX >= 0x030F0000
     if (!strcmp(name, "pep788"))
         return pep788(own);
 #endif
-    fprintf(stderr, "usage: %s after_finalize|finalize_busy|end_cached [own]|end_inflight [own]|"
-            "reinit|thread_exit|fork|unbalanced|finalizer|pep788 [own] (3.15+)\n", argv[0]);
+    fprintf(stderr, "usage: %s after_finalize|finalize_busy|finalize_inflight|atexit_ensure|"
+            "end_cached [own]|end_inflight [own]|reinit|thread_exit|fork|unbalanced|misuse|"
+            "finalizer|pep788 [own] (3.15+)\n", argv[0]);
     return 2;
 }

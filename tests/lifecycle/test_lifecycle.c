@@ -131,6 +131,36 @@ static void clean_exit(const struct outcome *o)
     cr_assert(o->exited && o->code == 0, "gilshim: expected exit 0, got " SHOW(o));
 }
 
+/* GILSHIM_LOG for a run whose events are checked: .setting goes into the
+ * run's environment. */
+struct log_file {
+    char path[64], setting[80];
+};
+
+static void log_file_init(struct log_file *j)
+{
+    snprintf(j->path, sizeof j->path, "/tmp/gilshim-lc-%d.json", (int)getpid());
+    snprintf(j->setting, sizeof j->setting, "GILSHIM_LOG=%s", j->path);
+    unlink(j->path);
+}
+
+/* Every line of the log against README's schema (tests/e2e/check_report.py,
+ * the one checker): each of events (space-separated) at least once, and
+ * no other event. */
+static void json_events(struct log_file *j, const char *events)
+{
+    char cmd[512], out[4096], log[16384];
+    snprintf(cmd, sizeof cmd, "python3 tests/e2e/check_report.py --events %s %s 2>&1", j->path,
+             events);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "popen %s", cmd);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int status = pclose(p);
+    slurp(j->path, log, sizeof log);
+    cr_assert(status == 0 && !strcmp(out, "ok\n"), "%s\n%s--- log\n%s", cmd, out, log);
+}
+
 static int own_gil_available(void)
 {
     struct outcome *o = run("shim", "end_cached", "own", NULL, 20000);
@@ -235,6 +265,41 @@ Test(lifecycle, threads_calling_in_while_the_runtime_finalizes_exit_policy)
     cr_assert_eq(in, out, "count in = count out " SHOW(g));
 }
 
+/* Py_FinalizeEx while a foreign thread's callback in main waits with its
+ * GIL released: stock stops the thread when it comes back for the GIL and
+ * the callback never finishes; gilshim's drain lets it finish first. */
+Test(lifecycle, finalize_with_a_callback_in_flight_lets_it_finish)
+{
+    struct outcome *s = run("stock", "finalize_inflight", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, "stock: " SHOW(s));
+    cr_assert(!has(s->out, "thread: callback finished"), "stock: expected it cut off, got " SHOW(s));
+    struct outcome *g = run("shim", "finalize_inflight", NULL, NULL, 20000);
+    clean_exit(g);
+    const char *fin = strstr(g->out, "thread: callback finished");
+    const char *ret = strstr(g->out, "main: Py_FinalizeEx returned");
+    cr_assert(fin && ret && fin < ret, "the callback finishes first " SHOW(g));
+    cr_assert(has(g->out, "main: the thread ended"), SHOW(g));
+    cr_assert_eq(g->err[0], 0, SHOW(g));
+}
+
+/* An atexit callback of main that waits for a foreign thread's callback:
+ * stock serves it, the runtime is not finalizing yet. gilshim's exit hook
+ * for main has run by then (this callback was registered first) and has
+ * deleted main's cached states, so the thread meets GILSHIM_ON_FINALIZE. */
+Test(lifecycle, ensure_from_an_atexit_callback_meets_the_finalize_policy)
+{
+    struct outcome *s = run("stock", "atexit_ensure", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, "stock: " SHOW(s));
+    cr_assert(has(s->out, "thread: callback runs in main\n"), "stock: " SHOW(s));
+    cr_assert(has(s->out, "atexit: the thread's callback ran"), "stock: " SHOW(s));
+    struct outcome *g = run("shim", "atexit_ensure", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(!has(g->out, "thread: callback runs in"), SHOW(g));
+    cr_assert(has(g->out, "atexit: the thread is still blocked"), SHOW(g));
+    cr_assert(has(g->err, "PyGILState_Ensure while the runtime finalizes (at scenario-shim-"), SHOW(g));
+    cr_assert(has(g->err, "GILSHIM_ON_FINALIZE=park"), SHOW(g));
+}
+
 /* --- interpreter end --- */
 
 /* What stock does when an interpreter ends while a foreign thread keeps a
@@ -297,6 +362,13 @@ Test(lifecycle, drain_gives_up_after_GILSHIM_DRAIN_MS)
     struct outcome *g = run("shim", "end_inflight", NULL, env, 20000);
     stock_end_outcome(g, "end_inflight");
     cr_assert(has(g->err, "callback(s) still running after GILSHIM_DRAIN_MS=50"), SHOW(g));
+    free(g);
+    struct log_file j;
+    log_file_init(&j);
+    const char *json[] = {"GILSHIM_DRAIN_MS=50", "GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    g = run("shim", "end_inflight", NULL, json, 20000);
+    cr_assert(g->signal == SIGABRT, SHOW(g));
+    json_events(&j, "ended_in_flight");
 }
 
 /* 3.15's own PEP 788 calls on a thread that also calls PyGILState_Ensure:
@@ -401,6 +473,32 @@ Test(lifecycle, thread_exiting_inside_ensure_gives_the_gil_back)
               SHOW(g));
 }
 
+/* A Release given the wrong state, 250 times: stock carries on, gilshim
+ * does the same and says so, 200 times, then once that it stops. Before
+ * that a token released out of order is refused. */
+Test(lifecycle, release_with_the_wrong_state_is_reported_up_to_the_cap)
+{
+    struct outcome *s = run("stock", "misuse", NULL, NULL, 20000);
+    cr_assert(s->exited && s->code == 0, "stock: " SHOW(s));
+    cr_assert(has(s->out, "thread: 250 of 250 callbacks ran in main"), "stock: " SHOW(s));
+    struct log_file j;  /* 200 lines do not fit in g->err */
+    log_file_init(&j);
+    const char *env[] = {j.setting, NULL};
+    struct outcome *g = run("shim", "misuse", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: the outer token released first: GILSHIM_EORDER"), SHOW(g));
+    cr_assert(has(g->out, "thread: 250 of 250 callbacks ran in main"), SHOW(g));
+    static char log[65536];
+    slurp(j.path, log, sizeof log);
+    size_t lines = 0;
+    for (const char *c = log; *c; c++)
+        lines += *c == '\n';
+    cr_assert(has(log, "token released out of LIFO order (1 newer still open); ignored\n"), "%s", log);
+    cr_assert(has(log, "given LOCKED, but the matching Ensure returned UNLOCKED"), "%s", log);
+    cr_assert(lines == 201 && has(log, "]: 200 messages; further ones suppressed\n"),
+              "%zu lines:\n%s", lines, log);
+}
+
 /* Py_FinalizeEx clears "initialized" before it clears modules: an object
  * destroyed then whose destructor calls PyGILState_Ensure is a nested call
  * on an attached thread, in every mode, not an Ensure after finalization.
@@ -429,15 +527,65 @@ Test(lifecycle, destructor_run_by_finalize_nests_as_in_stock)
 
 Test(lifecycle, diagnose_reports_ensure_after_finalize_and_keeps_stocks_outcome)
 {
-    const char *env[] = {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", NULL};
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", j.setting, NULL};
     struct outcome *g = run("shim", "after_finalize", NULL, env, 20000);
     if (port()->after_fini == GS_AFTER_CRASHES)
         cr_assert(g->signal == SIGSEGV, "diagnose keeps stock's outcome; got " SHOW(g));
     else
         cr_assert(g->exited && has(g->out, "main: the thread is still blocked"),
                   "diagnose keeps stock's outcome; got " SHOW(g));
-    cr_assert(has(g->err, "\"event\":\"ensure_after_finalize\""), SHOW(g));
-    cr_assert(has(g->err, "\"site\":{\"object\":\"scenario-shim-"), SHOW(g));
+    FILE *f = fopen(j.path, "r");
+    char line[1024] = "";
+    cr_assert(f && fgets(line, sizeof line, f), SHOW(g));
+    fclose(f);
+    cr_assert(has(line, "\"event\":\"ensure_after_finalize\""), "%s", line);
+    cr_assert(has(line, "\"site\":{\"object\":\"scenario-shim-"), "%s", line);
+    json_events(&j, "ensure_after_finalize");
+}
+
+/* The thread is stopped as stock stops it, still inside its Ensure. */
+Test(lifecycle, diagnose_reports_a_callback_in_flight_at_finalize_and_keeps_stocks_cut)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "finalize_inflight", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(!has(g->out, "thread: callback finished"), "diagnose keeps stock's outcome " SHOW(g));
+    FILE *f = fopen(j.path, "r");
+    char line[1024] = "";
+    cr_assert(f && fgets(line, sizeof line, f), SHOW(g));
+    fclose(f);
+    cr_assert(has(line, "\"event\":\"ended_in_flight\"") &&
+                  has(line, "\"interpreter\":0,\"in_flight\":1,"), "%s", line);
+    json_events(&j, "ended_in_flight unbalanced_exit");
+}
+
+/* Stock's outcome (the callback runs), reported; its Release matches. */
+Test(lifecycle, diagnose_reports_ensure_while_finalizing_and_keeps_stocks_callback)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "atexit_ensure", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: callback runs in main\n"), SHOW(g));
+    cr_assert(has(g->out, "atexit: the thread's callback ran"), SHOW(g));
+    json_events(&j, "ensure_while_finalizing");
+}
+
+/* A thread bound to a sub-interpreter: stock runs its callback in main. */
+Test(lifecycle, diagnose_reports_a_bound_threads_callback_in_main)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_MODE=diagnose", "GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "end_cached", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: callback runs in main\n"), SHOW(g));
+    json_events(&j, "wrong_interpreter summary");
 }
 
 Test(lifecycle, diagnose_reports_a_thread_exiting_inside_ensure_and_keeps_stocks_hang)
@@ -449,4 +597,47 @@ Test(lifecycle, diagnose_reports_a_thread_exiting_inside_ensure_and_keeps_stocks
                           "(innermost at scenario-shim-"),
               SHOW(g));
     cr_assert(!has(g->err, "releasing its GIL"), SHOW(g));
+}
+
+/* --- route mode's events in JSON (README "Messages") --- */
+
+Test(lifecycle, json_fail_safe)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "after_finalize", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "main: the thread is still blocked"), SHOW(g));
+    json_events(&j, "fail_safe");
+}
+
+Test(lifecycle, json_unbalanced_exit)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "unbalanced", NULL, env, 20000);
+    clean_exit(g);
+    json_events(&j, "unbalanced_exit");
+}
+
+Test(lifecycle, json_route_and_message_at_debug_level)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_LOG_LEVEL=debug", "GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "end_cached", NULL, env, 20000);
+    clean_exit(g);
+    json_events(&j, "route message");
+}
+
+Test(lifecycle, json_release_mismatch_token_misuse_suppressed)
+{
+    struct log_file j;
+    log_file_init(&j);
+    const char *env[] = {"GILSHIM_LOG_FORMAT=json", j.setting, NULL};
+    struct outcome *g = run("shim", "misuse", NULL, env, 20000);
+    clean_exit(g);
+    json_events(&j, "release_mismatch token_misuse suppressed");
 }
