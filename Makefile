@@ -87,9 +87,10 @@ conformance-ci: $(LIB)
 legacy: $(LIB)
 	tests/run-legacy.sh
 
-check: $(LIB)
+check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
+	tests/check-man.sh $(BUILD)/gilshim $(LIB)
 
 test: tools/deps.sh
 	tools/deps.sh test
