@@ -111,8 +111,8 @@ if [ -n "$check" ]; then
 import sys
 me = sys.argv[1]
 v = sys.version_info[:2]
-if not ((3, 9) <= v <= (3, 14)):
-    sys.stderr.write("%s: CPython %d.%d is not supported (3.9-3.14)\n" % ((me,) + v))
+if v < (3, 9) or v > (3, 14):
+    sys.stderr.write("%s: CPython %d.%d is not supported (3.9-3.14)\n" % (me, v[0], v[1]))
     sys.exit(3)
 import ctypes
 lib = ctypes.CDLL(None)
