@@ -21,7 +21,7 @@ HEADERS      := $(wildcard src/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall conformance conformance-ci
+.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall conformance conformance-ci packages
 all: $(LIB)
 FORCE:
 
@@ -91,6 +91,12 @@ check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
 	tests/check-man.sh $(BUILD)/gilshim $(LIB)
+
+# Debian packages built from a copy of the tree, checked with lintian,
+# installed on this host and used without the tree, then removed
+# (tests/run-packages.sh; GILSHIM_PKG_SID=1 also in a fresh sid root).
+packages:
+	tests/run-packages.sh
 
 test: tools/deps.sh
 	tools/deps.sh test
