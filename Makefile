@@ -3,6 +3,9 @@
 CC      ?= cc
 PREFIX  ?= /usr/local
 DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man
 WERROR  ?=
 CFLAGS  ?= -O2 -g
 SONAME  := libgilshim.so.0
@@ -18,7 +21,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall conformance conformance-ci
+.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall conformance conformance-ci packages
 all: $(LIB)
 FORCE:
 
@@ -100,10 +103,17 @@ legacy: $(LIB)
 	tests/run-legacy.sh
 	$(SID) tests/run-legacy.sh
 
-check: $(LIB)
+check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
 	tests/check-secure.sh $(LIB)
+	tests/check-man.sh $(BUILD)/gilshim $(LIB)
+
+# Debian packages built from a copy of the tree, checked with lintian,
+# installed on this host and used without the tree, then removed
+# (tests/run-packages.sh; GILSHIM_PKG_SID=1 also in a fresh sid root).
+packages:
+	tests/run-packages.sh
 
 test: tools/deps.sh
 	tools/deps.sh test
@@ -123,20 +133,33 @@ VERSION := $(shell sed -n 's/^#define GILSHIM_VERSION_\(MAJOR\|MINOR\|PATCH\) //
 # Remade every time: it depends on PREFIX, which make cannot see change.
 $(BUILD)/gilshim.pc: gilshim.pc.in include/gilshim.h FORCE
 	@mkdir -p $(BUILD)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-install: $(LIB) $(BUILD)/gilshim.pc
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/gilshim
-	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
-	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libgilshim.so
+# The gilshim command: tools/inject.sh with its name, its version and the
+# installed library filled in. Remade every time, as gilshim.pc.
+$(BUILD)/gilshim: tools/inject.sh include/gilshim.h FORCE
+	@mkdir -p $(BUILD)
+	sed -e 's|^me=inject\.sh$$|me=gilshim|' -e 's|^version=$$|version=$(VERSION)|' \
+	    -e "s|^installed=$$|installed='$(LIBDIR)/$(SONAME)'|" $< > $@
+	chmod 0755 $@
+
+install: $(LIB) $(BUILD)/gilshim.pc $(BUILD)/gilshim
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include/gilshim $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libgilshim.so
 	install -m 0644 include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim.h
 	install -m 0644 include/gilshim/redirect.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h
-	install -m 0644 $(BUILD)/gilshim.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/gilshim.pc
+	install -m 0644 $(BUILD)/gilshim.pc $(DESTDIR)$(LIBDIR)/pkgconfig/gilshim.pc
+	install -m 0755 $(BUILD)/gilshim $(DESTDIR)$(BINDIR)/gilshim
+	install -m 0644 man/gilshim.1 $(DESTDIR)$(MANDIR)/man1/gilshim.1
+	install -m 0644 man/gilshim.3 $(DESTDIR)$(MANDIR)/man3/gilshim.3
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libgilshim.so \
+	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libgilshim.so \
 	      $(DESTDIR)$(PREFIX)/include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/gilshim.pc
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/gilshim.pc $(DESTDIR)$(BINDIR)/gilshim \
+	      $(DESTDIR)$(MANDIR)/man1/gilshim.1 $(DESTDIR)$(MANDIR)/man3/gilshim.3
 	-rmdir $(DESTDIR)$(PREFIX)/include/gilshim
 
 clean:

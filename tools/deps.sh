@@ -74,6 +74,8 @@ case ${1:-test} in
     test) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
           command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+          # tests/check-man.sh renders the man pages
+          command -v man >/dev/null 2>&1 || need="$need man-db"
           # real callback clients (tests/e2e/clients.py) on Debian's python3.11
           have_pkg python3-cffi || need="$need python3-cffi"
           have_pkg cython3 || need="$need cython3" ;;
