@@ -8,7 +8,7 @@
 # Work files go to build/model/<check>/; MODEL_JOBS checks run at once (2).
 set -u
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
-cd "$(dirname "$self")/.."
+cd "$(dirname "$self")/.." || exit 1
 model=$PWD/tests/model/rows.pml
 out=build/model
 
@@ -61,7 +61,7 @@ one() {
     elif [ "$want" = error ] && [ "$errors" -ge 1 ]; then
         r="ok|caught after $states states: $what"
     elif [ "$want" = clean ]; then
-        r="FAIL|$what after $states states; trail: cd $d && spin -t -p $defs $model"
+        r="FAIL|$what after $states states; trail: cd $d && spin -t -k rows.pml.trail -p $defs $model"
     else
         r="FAIL|no error in $states states: the seeded bug went unseen"
     fi
