@@ -1,0 +1,511 @@
+/*
+ * The row protocol (src/registry/registry.h) as spin explores it: owner
+ * threads cycling through PyGILState_Ensure/Release on their cached row of
+ * one sub-interpreter, the thread that ends it (Py_EndInterpreter, whose
+ * atexit callback runs sweep() in src/shim/lifecycle.c), each owner's exit
+ * (reap_thread), and cffi freeing the states of exited threads through the
+ * interposed PyThreadState_Delete (gs_thread_state_delete).
+ *
+ * Kept: the row word and its CAS, the interpreter's state word, the GIL as
+ * a lock whose release is followed by reads of the state released (drop_gil,
+ * CPython gh-104341), the registry mutex rows are added, pruned and walked
+ * under, the stale-TSS mailbox that makes an owner prune a row another
+ * thread killed, and CPython's "not the last thread" check after the atexit
+ * callbacks. Not kept: time. The drain's deadline may pass at any round, as
+ * GILSHIM_DRAIN_MS may be 0. docs/row-protocol-model.md lists the rest.
+ *
+ * Each atomic block is one shared access of the C code (a load, a store, a
+ * CAS, a section under the registry lock) with the thread-local work next
+ * to it, which commutes with everything else.
+ *
+ * Properties: assertions P1-P3, and ltl ender_ends for P4.
+ *   P1 no state is deleted while its owner uses it: from its call of
+ *      PyEval_RestoreThread (take_gil reads the state before it waits) until
+ *      its PyEval_SaveThread has returned
+ *   P2 no state is deleted twice, or used once deleted
+ *   P3 no state is made or attached in an interpreter that has ended after a
+ *      complete drain; after a drain that gave up, see CHECK_GIVE_UP
+ *   P4 sweep() returns, in every execution
+ *
+ * Switches (spin -D...): SEED_BUG_EARLY_IDLE, SEED_BUG_REAP_NO_CLAIM,
+ * SEED_BUG_CHECK_BEFORE_CLAIM and SEED_BUG_NO_DEADLINE each put in a bug
+ * that P1, P2, P3 or P4 must catch (tests/run-model.sh requires it).
+ * CHECK_GIVE_UP and CHECK_LEFTOVER check two claims the C code does not
+ * meet yet; FIX_SETUP_WAIT and FIX_REAP_ENDING model changes that meet them
+ * (docs/row-protocol-model.md, "Findings"). NOWN, NCYCLES, DRAIN_ROUNDS,
+ * NO_CFFI and NO_BLOCKING size the model.
+ */
+
+#ifndef NOWN
+#define NOWN 2          /* owner threads, one row each */
+#endif
+#ifndef NCYCLES
+#define NCYCLES 2       /* Ensure/Release cycles per owner */
+#endif
+#ifndef DRAIN_ROUNDS
+#define DRAIN_ROUNDS 2  /* the deadline passes by this round at the latest */
+#endif
+
+/* enum gs_row_state, enum gs_interp_state */
+#define IDLE 0
+#define BUSY 1
+#define DEAD 2
+#define ALIVE 0
+#define ENDING 1
+
+/* a PyThreadState: not made yet, made, freed */
+#define TS_NONE 0
+#define TS_LIVE 1
+#define TS_GONE 2
+#define NTS (2 * NOWN)  /* owner o makes at most two: 2o+1, 2o+2 */
+
+/* GIL holders; owner o is o+1 */
+#define FREE 0
+#define ENDER (NOWN + 1)
+#define CFFI (NOWN + 2)
+
+byte interp = ALIVE;    /* gs_interp.state */
+bool ended;             /* Py_EndInterpreter freed the interpreter */
+bool aborted;           /* Py_FatalError("not the last thread") */
+bool ender_done;        /* sweep() returned */
+bool gave_up;           /* ... with callbacks in flight ("ended_in_flight") */
+byte gil = FREE;        /* the interpreter's GIL */
+bool reglock;           /* g_lock, src/registry/registry.c */
+
+/* one row slot per owner, in its thread record */
+bool row_used[NOWN];    /* r->interp set and r in t->rows */
+byte row[NOWN];         /* r->state */
+byte row_ts[NOWN];      /* r->tstate, 0 for NULL */
+bool stale[NOWN];       /* t->stale_tss != NULL */
+
+byte ts[NTS + 1];       /* each PyThreadState */
+bool use[NTS + 1];      /* its owner uses it (P1) */
+bool canary[NTS + 1];   /* cffi's canary is in its dict */
+bool zombie[NTS + 1];   /* ... and its thread has exited */
+byte nzombies;
+
+#ifdef CHECK_GIVE_UP
+#define ENDED ended
+#else
+#define ENDED (ended && !gave_up)
+#endif
+
+/* PyThreadState_Clear: the dict goes, and with it cffi's canary, which
+ * takes itself off the zombie list (thread_canary_dealloc). */
+inline clear_state(t) {
+    assert(ts[t] == TS_LIVE);   /* P2 */
+    canary[t] = 0;
+    if
+    :: zombie[t] -> zombie[t] = 0; nzombies--
+    :: else
+    fi
+}
+
+/* A state freed by a thread other than the one using it. */
+inline delete_foreign(t) {
+    assert(!use[t]);            /* P1 */
+    assert(ts[t] == TS_LIVE);   /* P2 */
+    ts[t] = TS_GONE
+}
+
+/* PyEval_RestoreThread of a row's state. After an abort the ender keeps
+ * the GIL: whoever waits for it stops there (the process is gone). */
+inline restore_thread(me, t) {
+    atomic {
+        use[t] = 1;
+        assert(!ENDED);         /* P3 */
+        assert(ts[t] == TS_LIVE)
+    };
+    if
+    :: atomic { gil == FREE -> gil = me }
+    :: aborted -> goto done
+    fi
+}
+
+/* PyEval_SaveThread: drop_gil unlocks, then still reads the state and its
+ * interpreter; the use ends when it returns. */
+inline save_thread(t) {
+    gil = FREE;
+    atomic {
+        assert(ts[t] == TS_LIVE);
+        use[t] = 0
+    }
+}
+
+/* the CAS IDLE -> BUSY of gs_row_attach, gs_row_acquire, reap_thread */
+inline claim(o, ok) {
+    atomic {
+        if
+        :: row[o] == IDLE -> row[o] = BUSY; ok = 1
+        :: else -> ok = 0
+        fi
+    }
+}
+
+/* cffi_thread_shutdown: the thread's last canary, if still alive */
+inline make_zombie(t) {
+    atomic {
+        if
+        :: t && canary[t] -> zombie[t] = 1; nzombies++
+        :: else
+        fi
+    }
+}
+
+proctype Owner(byte o)
+{
+    byte me = o + 1, n, t, ct, nts = 2 * o + 1;
+    bool ok, cffi_first;
+    do
+    :: n == NCYCLES -> break
+    :: n < NCYCLES ->
+        /* PyGILState_Ensure. The row fast path (gs_ensure -> ensure_row ->
+         * gs_row_attach; gilshim_ensure's is the same): claim, then the
+         * interpreter, seq_cst after the CAS. */
+        atomic { n++; ok = row_used[o] && !stale[o] };
+        if
+        :: ok ->
+            claim(o, ok);
+            if
+            :: ok ->
+                atomic {
+                    if
+                    :: interp == ALIVE -> goto attach
+                    :: else -> row[o] = IDLE
+                    fi
+                }
+            :: else
+            fi
+        :: else
+        fi;
+        /* ensure_general: a row another thread killed is pruned first
+         * (gs_fix_stale_tss -> gs_row_prune, under the registry lock) */
+        atomic {
+            if
+            :: stale[o] && !reglock ->
+                stale[o] = 0;
+                if
+                :: row_used[o] && row[o] == DEAD -> row_used[o] = 0; row_ts[o] = 0
+                :: else
+                fi
+            :: !stale[o]
+            fi
+        };
+        /* gs_row_acquire */
+#ifdef SEED_BUG_CHECK_BEFORE_CLAIM
+        atomic {
+            if
+            :: interp != ALIVE -> goto fail
+            :: else
+            fi
+        };
+#endif
+        if
+        :: row_used[o] ->
+            claim(o, ok);
+            if
+            :: !ok -> goto fail         /* EGONE: killed, not pruned */
+            :: else
+            fi
+        :: else ->
+            /* gs_row_add: born BUSY without a state, so that a sweep from
+             * now on waits for it; published under the registry lock */
+            atomic { !reglock -> row_used[o] = 1; row[o] = BUSY; row_ts[o] = 0 }
+        fi;
+#ifndef SEED_BUG_CHECK_BEFORE_CLAIM
+        atomic {
+            if
+            :: interp != ALIVE ->
+                if
+                :: row_ts[o] -> row[o] = IDLE
+                :: else -> row[o] = DEAD
+                fi;
+                goto fail
+            :: else
+            fi
+        };
+#endif
+        if
+        :: !row_ts[o] ->
+            /* PyThreadState_New(in->ptr), published with release */
+            atomic {
+                assert(nts <= 2 * o + 2);
+                assert(!ENDED);         /* P3 */
+                ts[nts] = TS_LIVE;
+                row_ts[o] = nts;
+                nts++
+            }
+        :: else
+        fi;
+attach:
+        t = row_ts[o];
+        restore_thread(me, t);
+#ifndef NO_CFFI
+        atomic { canary[t] = 1; ct = t };   /* cffi's gil_ensure */
+#endif
+#ifndef NO_BLOCKING
+        /* the callback may block with the GIL released
+         * (Py_BEGIN_ALLOW_THREADS) while its row stays BUSY, for good */
+        if
+        :: skip
+        :: save_thread(t);
+            if
+            :: restore_thread(me, t)
+            :: skip;
+end_blocked:    false
+            fi
+        fi;
+#endif
+        if
+        :: /* PyGILState_Release: gs_row_release (shim.h) */
+#ifdef SEED_BUG_EARLY_IDLE
+            row[o] = IDLE;
+#endif
+            save_thread(t);
+#ifndef SEED_BUG_EARLY_IDLE
+            row[o] = IDLE;
+#endif
+        :: /* the thread exits with this Ensure open: reap_thread
+            * releases the GIL, then its BUSY rows go back to IDLE */
+            save_thread(t);
+            atomic { if :: row[o] == BUSY -> row[o] = IDLE :: else fi };
+            goto leave
+        fi
+    od;
+    /* it lives on, idle, or exits */
+    if
+    :: goto done
+    :: goto leave
+    fi;
+fail:
+    /* gs_fail_safe: GILSHIM_ON_FINALIZE=park blocks holding nothing (abort
+     * ends the process), =exit calls pthread_exit */
+    if
+    :: goto done
+    :: goto leave
+    fi;
+leave:
+    /* Its TLS destructors, in either order: cffi's (the canary of a state
+     * not yet cleared becomes a zombie) and gilshim's (reap_thread, then
+     * gs_thread_teardown unlinks the record and its rows). */
+#ifndef NO_CFFI
+    if
+    :: cffi_first = 1; make_zombie(ct)
+    :: cffi_first = 0
+    fi;
+#endif
+    if
+    :: row_used[o] ->
+#ifdef SEED_BUG_REAP_NO_CLAIM
+        ok = row[o] != DEAD;
+        if :: ok -> row[o] = BUSY :: else fi;
+#else
+        claim(o, ok);
+#endif
+        if
+        :: !ok
+        :: ok ->
+            /* Touch only an interpreter that is alive (the runtime
+             * finalizing is not modeled: a sub-interpreter ends here). */
+            atomic {
+#ifdef FIX_REAP_ENDING
+                if
+                :: interp == DEAD || !row_ts[o] -> row[o] = DEAD; goto torn
+                :: else
+                fi
+#else
+                if
+                :: interp != ALIVE || !row_ts[o] -> row[o] = DEAD; goto torn
+                :: else
+                fi
+#endif
+            };
+            /* RestoreThread, PyThreadState_Clear, DeleteCurrent (which
+             * frees the state, then drops the GIL), then DEAD */
+            t = row_ts[o];
+            restore_thread(me, t);
+            atomic { clear_state(t) };
+            atomic { assert(ts[t] == TS_LIVE); ts[t] = TS_GONE; use[t] = 0; gil = FREE };
+            row[o] = DEAD
+        fi
+    :: else
+    fi;
+torn:
+    atomic { !reglock -> row_used[o] = 0 };
+#ifndef NO_CFFI
+    if
+    :: !cffi_first -> make_zombie(ct)
+    :: else
+    fi;
+#endif
+done:
+    skip
+}
+
+/* sweep() in src/shim/lifecycle.c, from the atexit callback inside
+ * Py_EndInterpreter: attached, so holding the GIL but while it sleeps. */
+proctype Ender()
+{
+    byte i, busy, nv, rounds;
+    byte victims[NOWN];
+    bool setup, killed;
+    atomic { gil == FREE -> gil = ENDER };
+    interp = ENDING;
+    do
+    :: /* gs_rows_of_interp(in, collect, &s): the walk holds the registry
+        * lock; each row's CAS can meet its owner's, which does not */
+        atomic { !reglock -> reglock = 1; busy = 0; nv = 0; i = 0; setup = 0 };
+        do
+        :: i == NOWN -> break
+        :: i < NOWN ->
+            atomic {
+                if
+                :: !row_used[i]
+                :: row_used[i] && row[i] == IDLE ->
+                    row[i] = DEAD;
+                    if
+                    :: row_ts[i] -> victims[nv] = row_ts[i]; nv++; killed = 1
+                    :: else
+                    fi
+                :: row_used[i] && row[i] == BUSY ->
+                    busy++;
+                    /* FIX_SETUP_WAIT: a row being made has no state yet;
+                     * its PyThreadState_New must not outlast the drain */
+                    setup = setup || !row_ts[i]
+                :: row_used[i] && row[i] == DEAD
+                fi
+            };
+            /* the owner's TSS slot may hold it: its mailbox */
+            atomic {
+                if
+                :: killed -> stale[i] = 1; killed = 0
+                :: else
+                fi;
+                i++
+            }
+        od;
+        reglock = 0;
+        /* gs_delete_foreign_tstate: Clear, then Delete, with the GIL */
+        do
+        :: nv == 0 -> break
+        :: nv > 0 -> atomic { nv--; clear_state(victims[nv]); delete_foreign(victims[nv]); victims[nv] = 0 }
+        od;
+        if
+        :: busy == 0 -> break
+        :: busy > 0 ->
+            if
+#ifdef SEED_BUG_NO_DEADLINE
+            :: true
+#else
+            :: rounds < DRAIN_ROUNDS
+#ifdef FIX_SETUP_WAIT
+            :: setup
+            :: !setup -> gave_up = 1; break
+#else
+            :: gave_up = 1; break       /* the deadline has passed */
+#endif
+#endif
+            fi;
+            /* callbacks in flight need this GIL to finish */
+            gil = FREE;
+            atomic { gil == FREE -> gil = ENDER; if :: rounds < DRAIN_ROUNDS -> rounds++ :: else fi }
+        fi
+    od;
+    interp = DEAD;
+    /* Py_EndInterpreter, after the atexit callbacks: any state left in the
+     * interpreter is fatal; else the interpreter is freed */
+    atomic {
+        ender_done = 1;
+        i = 1;
+        do
+        :: i <= NTS && ts[i] != TS_LIVE -> i++
+        :: i <= NTS && ts[i] == TS_LIVE -> aborted = 1; break
+        :: i > NTS -> ended = 1; break
+        od;
+#ifdef CHECK_LEFTOVER
+        /* a state the shim cached is left only with a callback in flight */
+        assert(!aborted || gave_up);
+#endif
+        i = 0
+    };
+    /* back to main, whose GIL this is; a fatal error keeps it */
+    if
+    :: !aborted -> gil = FREE
+    :: else
+    fi
+}
+
+#ifndef NO_CFFI
+/* Another thread's callback: cffi's thread_canary_free_zombies (with the
+ * GIL) clears and deletes the states it kept for exited threads, the
+ * delete through the interposed one (gs_thread_state_delete). */
+proctype Cffi()
+{
+    byte t, o, k;
+    bool found, ours;
+    do
+    :: k == NOWN -> break
+    :: k < NOWN ->
+end_wait:
+        atomic {
+            gil == FREE && nzombies > 0 ->
+            gil = CFFI;
+            k++;
+            t = 1;
+            do
+            :: t < NTS && !zombie[t] -> t++
+            :: zombie[t] -> break
+            od;
+            clear_state(t);
+            found = 0; ours = 0; o = 0
+        };
+        /* gs_interp_find_ptr finds no DEAD entry: then PyThreadState_Delete
+         * straight away; else gs_rows_of_interp(in, find_deleted, &d) */
+        atomic {
+            !reglock ->
+            if
+            :: interp == DEAD -> goto real
+            :: else
+            fi;
+            reglock = 1;
+            do
+            :: o == NOWN -> break
+            :: o < NOWN && row_used[o] && row[o] != DEAD && row_ts[o] == t -> found = 1; break
+            :: o < NOWN && !(row_used[o] && row[o] != DEAD && row_ts[o] == t) -> o++
+            od
+        };
+        if
+        :: found ->
+            atomic { if :: row[o] == IDLE -> row[o] = DEAD; ours = 1 :: else fi };
+            atomic { if :: ours -> stale[o] = 1 :: else fi }
+        :: else
+        fi;
+        reglock = 0;
+real:
+        atomic {
+            if
+            :: found && !ours   /* its thread is using or reaping it */
+            :: else -> delete_foreign(t)
+            fi;
+            gil = FREE;
+            t = 0; o = 0; found = 0; ours = 0
+        }
+    od
+}
+#endif
+
+init {
+    atomic {
+        byte o = 0;
+        do
+        :: o < NOWN -> run Owner(o); o++
+        :: o == NOWN -> break
+        od;
+        run Ender();
+#ifndef NO_CFFI
+        run Cffi()
+#endif
+    }
+}
+
+ltl ender_ends { <> ender_done }
