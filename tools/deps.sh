@@ -78,7 +78,9 @@ case ${1:-test} in
           command -v man >/dev/null 2>&1 || need="$need man-db"
           # real callback clients (tests/e2e/clients.py) on Debian's python3.11
           have_pkg python3-cffi || need="$need python3-cffi"
-          have_pkg cython3 || need="$need cython3" ;;
+          have_pkg cython3 || need="$need cython3"
+          # the row protocol's model (tests/run-model.sh)
+          command -v spin >/dev/null 2>&1 || need="$need spin" ;;
     sanitize) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
           command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
