@@ -285,6 +285,7 @@ struct sweep {
     PyThreadState *victims[64];
     size_t n;
     size_t busy;
+    size_t setup;               /* of them, rows whose state is being made */
 };
 
 /* Under the registry lock, the only time the owner's record is known to
@@ -308,6 +309,10 @@ static int collect(struct gs_thread *t, struct gs_row *r, void *arg)
         }
     } else if (idle == GS_ROW_BUSY) {
         s->busy++;
+        /* Its owner is inside PyThreadState_New(in->ptr), which takes no
+         * GIL: ending the interpreter now would free it under that call. */
+        if (!__atomic_load_n(&r->tstate, __ATOMIC_ACQUIRE))
+            s->setup++;
     }
     return s->n == 64;  /* batch full: delete these, then sweep again */
 }
@@ -344,7 +349,9 @@ static void sweep(struct gs_interp *in)
             continue;
         if (!s.busy)
             break;
-        if (now_ms() >= deadline) {
+        /* a row being made is waited for past the deadline: it is in
+         * PyThreadState_New for as long as that call takes, no longer */
+        if (now_ms() >= deadline && !s.setup) {
             char extra[96];
             snprintf(extra, sizeof extra, "\"interpreter\":%lld,\"in_flight\":%zu",
                      (long long)in->id, s.busy);
@@ -505,10 +512,13 @@ static void reap_thread(struct gs_thread *t)
         int idle = GS_ROW_IDLE;
         if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY))
             continue;
-        /* Touch only interpreters that are alive: a thread that attaches
-         * while the runtime finalizes is killed by CPython, and here that
-         * would be inside a TLS destructor. */
-        if (atomic_load(&r->interp->state) != GS_ALIVE || gs_runtime_finalizing() ||
+        /* Touch no interpreter the runtime's end is taking down: a thread
+         * that attaches while the runtime finalizes is killed by CPython,
+         * and here that would be inside a TLS destructor. One that a
+         * Py_EndInterpreter is ending (ENDING) still needs its state gone:
+         * its sweep skips this row (BUSY, then DEAD) and waits for it, and
+         * a state left behind is "not the last thread" on 3.9-3.13. */
+        if (atomic_load(&r->interp->state) == GS_DEAD || gs_runtime_finalizing() ||
             !py.IsInitialized() || py.IsFinalizing() || !r->tstate) {
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;

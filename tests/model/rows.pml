@@ -23,16 +23,18 @@
  *      PyEval_RestoreThread (take_gil reads the state before it waits) until
  *      its PyEval_SaveThread has returned
  *   P2 no state is deleted twice, or used once deleted
- *   P3 no state is made or attached in an interpreter that has ended after a
- *      complete drain; after a drain that gave up, see CHECK_GIVE_UP
+ *   P3 no state is made or attached in an interpreter that has ended, after
+ *      a complete drain or one that gave up
+ *   P5 no state the shim cached is left in an ended interpreter unless a
+ *      callback was still in flight when the drain gave up
  *   P4 sweep() returns, in every execution
  *
  * Switches (spin -D...): SEED_BUG_EARLY_IDLE, SEED_BUG_REAP_NO_CLAIM,
  * SEED_BUG_CHECK_BEFORE_CLAIM and SEED_BUG_NO_DEADLINE each put in a bug
  * that P1, P2, P3 or P4 must catch (tests/run-model.sh requires it).
- * CHECK_GIVE_UP and CHECK_LEFTOVER check two claims the C code does not
- * meet yet; FIX_SETUP_WAIT and FIX_REAP_ENDING model changes that meet them
- * (docs/row-protocol-model.md, "Findings"). NOWN, NCYCLES, DRAIN_ROUNDS,
+ * SEED_BUG_GIVE_UP_ON_SETUP and SEED_BUG_REAP_SKIPS_ENDING put back the
+ * two races this model found in the C code (docs/row-protocol-model.md,
+ * "Findings"), which P3 and P5 must catch. NOWN, NCYCLES, DRAIN_ROUNDS,
  * NO_CFFI and NO_BLOCKING size the model.
  */
 
@@ -84,11 +86,7 @@ bool canary[NTS + 1];   /* cffi's canary is in its dict */
 bool zombie[NTS + 1];   /* ... and its thread has exited */
 byte nzombies;
 
-#ifdef CHECK_GIVE_UP
 #define ENDED ended
-#else
-#define ENDED (ended && !gave_up)
-#endif
 
 /* PyThreadState_Clear: the dict goes, and with it cffi's canary, which
  * takes itself off the zombie list (thread_canary_dealloc). */
@@ -308,7 +306,7 @@ leave:
             /* Touch only an interpreter that is alive (the runtime
              * finalizing is not modeled: a sub-interpreter ends here). */
             atomic {
-#ifdef FIX_REAP_ENDING
+#ifndef SEED_BUG_REAP_SKIPS_ENDING
                 if
                 :: interp == DEAD || !row_ts[o] -> row[o] = DEAD; goto torn
                 :: else
@@ -369,8 +367,8 @@ proctype Ender()
                     fi
                 :: row_used[i] && row[i] == BUSY ->
                     busy++;
-                    /* FIX_SETUP_WAIT: a row being made has no state yet;
-                     * its PyThreadState_New must not outlast the drain */
+                    /* a row being made has no state yet; its
+                     * PyThreadState_New must not outlast the drain */
                     setup = setup || !row_ts[i]
                 :: row_used[i] && row[i] == DEAD
                 fi
@@ -398,11 +396,11 @@ proctype Ender()
             :: true
 #else
             :: rounds < DRAIN_ROUNDS
-#ifdef FIX_SETUP_WAIT
+#ifndef SEED_BUG_GIVE_UP_ON_SETUP
             :: setup
-            :: !setup -> gave_up = 1; break
+            :: !setup -> gave_up = 1; break  /* the deadline has passed */
 #else
-            :: gave_up = 1; break       /* the deadline has passed */
+            :: gave_up = 1; break
 #endif
 #endif
             fi;
@@ -422,10 +420,9 @@ proctype Ender()
         :: i <= NTS && ts[i] == TS_LIVE -> aborted = 1; break
         :: i > NTS -> ended = 1; break
         od;
-#ifdef CHECK_LEFTOVER
-        /* a state the shim cached is left only with a callback in flight */
+        /* P5: a state the shim cached is left only with a callback in
+         * flight */
         assert(!aborted || gave_up);
-#endif
         i = 0
     };
     /* back to main, whose GIL this is; a fatal error keeps it */
