@@ -7,7 +7,9 @@
  *
  * The explicit API gives CPython 3.9-3.14 the shape of PEP 788:
  *   gilshim_view   ~ PyInterpreterView  (weak, copyable, safe after the end)
+ *   gilshim_guard  ~ PyInterpreterGuard (holds the interpreter's end off)
  *   gilshim_ensure ~ PyThreadState_Ensure (a token, NULL when it cannot)
+ * and <gilshim/pep788.h> gives it 3.15's own names.
  */
 #ifndef GILSHIM_H
 #define GILSHIM_H
@@ -59,10 +61,32 @@ gilshim_view gilshim_view_main(void);
 int gilshim_view_alive(gilshim_view view);
 
 /* Attach the calling thread to the view's interpreter, whatever it holds
- * now; gilshim_release restores exactly that. NULL, touching nothing, when
- * the interpreter is gone or finalizing: gilshim_last_error() says why. */
+ * now; gilshim_release restores exactly that (and closes the guard of a
+ * gilshim_ensure_guarded token). NULL, touching nothing, when the
+ * interpreter is gone or finalizing: gilshim_last_error() says why. */
 gilshim_token *gilshim_ensure(gilshim_view view);
 void gilshim_release(gilshim_token *token);
+
+/* PEP 788's interpreter guards, which <gilshim/pep788.h> gives 3.15's
+ * names (docs/pep788.md). While a guard on an interpreter is open, its
+ * end (Py_EndInterpreter, or Py_FinalizeEx for every interpreter) waits
+ * in gilshim's exit hook, GIL released, until the last one is closed;
+ * from then on none can be had. A guard can be closed on any thread. */
+typedef struct gilshim_guard gilshim_guard;
+/* A guard on the interpreter attached to the calling thread. NULL when
+ * its end has begun (GILSHIM_EGONE, GILSHIM_EFINALIZING), nothing is
+ * attached (GILSHIM_EINVAL), or out of memory (GILSHIM_ENOMEM). */
+gilshim_guard *gilshim_guard_current(void);
+/* A guard on the view's interpreter, from any thread, attached or not.
+ * NULL as gilshim_view_alive would say 0, or out of memory. */
+gilshim_guard *gilshim_guard_from_view(gilshim_view view);
+void gilshim_guard_close(gilshim_guard *guard);
+/* gilshim_ensure on the guard's interpreter: while the guard is open it
+ * fails only for memory. Released with gilshim_release. */
+gilshim_token *gilshim_guard_ensure(gilshim_guard *guard);
+/* gilshim_guard_from_view, then gilshim_guard_ensure; the guard is held
+ * until gilshim_release of the token closes it. */
+gilshim_token *gilshim_ensure_guarded(gilshim_view view);
 
 /* Routing rule 3: PyGILState_Ensure on this thread goes to the view's
  * interpreter (unless the thread is attached or in a GIL-released region).
