@@ -134,6 +134,16 @@ static struct gs_interp *resolve_view(gilshim_view v)
 
 GS_EXPORT int gilshim_view_alive(gilshim_view v) { return resolve_view(v) != NULL; }
 
+/* This thread's state for in, if a frame lower on its stack holds its row
+ * while another state is attached, or none: a gilshim_ensure switched
+ * away from it, or a GIL-released region left it. Only its owner sets its
+ * own row BUSY, so it is this thread's to attach again. */
+static PyThreadState *held_lower(struct gs_thread *self, struct gs_interp *in)
+{
+    struct gs_row *r = gs_row_find(self, in);
+    return r && atomic_load(&r->state) == GS_ROW_BUSY ? r->tstate : NULL;
+}
+
 __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, const void *caller)
 {
     struct gs_interp *in = resolve_view(v);
@@ -149,11 +159,17 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         return fail(GILSHIM_ENOMEM), NULL;
     f->explicit_api = 1;
     f->caller = caller;
-    PyThreadState *att = gs_py_attached();
+    PyThreadState *att = gs_py_attached(), *held;
     int err = 0;
     if (att && py.ThreadState_GetInterpreter(att) == in->ptr) {
         f->kind = GS_FRAME_NESTED;
         f->tstate = att;
+    } else if (att && (held = held_lower(self, in))) {
+        /* back to an interpreter this thread switched away from */
+        f->kind = GS_FRAME_SWITCH;
+        f->prev = py.SaveThread();
+        f->tstate = held;
+        py.RestoreThread(held);
     } else if (att) {
         PyThreadState *prev = py.SaveThread();
         struct gs_row *r = gs_row_acquire(self, in, &err);
@@ -168,7 +184,8 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         f->tstate = r->tstate;
     } else {
         PyThreadState *rel = gs_released_top(self);
-        if (rel && py.ThreadState_GetInterpreter(rel) == in->ptr) {
+        if ((rel && py.ThreadState_GetInterpreter(rel) == in->ptr) ||
+            (rel = held_lower(self, in))) {
             py.RestoreThread(rel);
             f->kind = GS_FRAME_REATTACH;
             f->tstate = rel;

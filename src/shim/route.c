@@ -350,7 +350,10 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
         break;
     case GS_FRAME_ROW:
     case GS_FRAME_SWITCH:
-        gs_row_release(row);
+        if (row)
+            gs_row_release(row);
+        else  /* SWITCH back to a state a lower frame holds: it keeps the row */
+            py.SaveThread();
         /* detached, and before anything else is attached here */
         if (__builtin_expect(!self->py_current, 0))
             gs_learn_detached(self, t);
