@@ -38,6 +38,8 @@ struct gs_interp {
     _Atomic int state;
     int hook_registered;       /* its exit hook is in place (under lock) */
     _Atomic long in_flight;    /* diagnose mode: stock Ensures running in it */
+    _Atomic uintptr_t guards;  /* PEP 788 guards open on it, or GS_GUARDS_CLOSED
+                                  once its end has passed them (src/shim/guards.c) */
     struct gs_interp *next;    /* set before the entry is published, then fixed */
 };
 
@@ -104,7 +106,9 @@ struct gs_frame {
         struct {
             unsigned char kind;         /* gs_frame_kind */
             unsigned char returned;     /* PyGILState_STATE handed out */
-            unsigned char explicit_api; /* from gilshim_ensure: a token */
+            unsigned char explicit_api; /* from gilshim_ensure: a token;
+                                           2: it also holds a guard on its
+                                           interpreter (gilshim_ensure_guarded) */
             unsigned char unused;
         };
         uint32_t tag;

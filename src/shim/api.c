@@ -17,6 +17,8 @@ static int fail(int err)
     return err;
 }
 
+int gs_set_error(int err) { return fail(err); }
+
 static int ready(void)
 {
     int s = gs_py_state();
@@ -107,7 +109,7 @@ GS_EXPORT gilshim_view gilshim_view_main(void)
 }
 
 /* The live entry of a view, or NULL with tl_error set. */
-static struct gs_interp *resolve_view(gilshim_view v)
+struct gs_interp *gs_resolve_view(gilshim_view v)
 {
     if (!ready())
         return fail(GILSHIM_ENOPYTHON), NULL;
@@ -132,7 +134,7 @@ static struct gs_interp *resolve_view(gilshim_view v)
     return in;
 }
 
-GS_EXPORT int gilshim_view_alive(gilshim_view v) { return resolve_view(v) != NULL; }
+GS_EXPORT int gilshim_view_alive(gilshim_view v) { return gs_resolve_view(v) != NULL; }
 
 /* This thread's state for in, if a frame lower on its stack holds its row
  * while another state is attached, or none: a gilshim_ensure switched
@@ -146,7 +148,7 @@ static PyThreadState *held_lower(struct gs_thread *self, struct gs_interp *in)
 
 __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, const void *caller)
 {
-    struct gs_interp *in = resolve_view(v);
+    struct gs_interp *in = gs_resolve_view(v);
     struct gs_thread *self = in ? gs_thread_self() : NULL;
     if (!in)
         return NULL;
@@ -230,8 +232,12 @@ __attribute__((noinline)) static void release_general(gilshim_token *token, cons
                error_text(GILSHIM_EORDER), self->depth - idx - 1);
         return;
     }
+    /* gilshim_ensure_guarded's token: its guard is closed once detached */
+    struct gs_interp *guarded = f->explicit_api == 2 ? gs_frame_interp(f) : NULL;
     gs_frame_undo(self, f);
     tl_error = GILSHIM_OK;
+    if (guarded)
+        gs_guard_put(guarded);
 }
 
 /*
@@ -286,7 +292,7 @@ GS_EXPORT void gilshim_release(gilshim_token *token)
 
 GS_EXPORT int gilshim_bind_thread(gilshim_view v)
 {
-    struct gs_interp *in = resolve_view(v);
+    struct gs_interp *in = gs_resolve_view(v);
     if (!in)
         return tl_error;
     struct gs_thread *self = gs_thread_self();

@@ -408,10 +408,14 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
     if (in && in == gs_main_interp()) {
         /* The runtime is going. Sub-interpreters that 3.13 will end later,
          * from a thread where all else is gone, and those 3.9-3.12 leave
-         * behind: sweep them now, each from inside, while it is safe. */
+         * behind: sweep them now, each from inside, while it is safe.
+         * First every interpreter's guards (3.15 waits for them too). */
         struct others o = {.main = in};
+        gs_guards_drain(in);
         gs_interp_foreach(alive_subs, &o);
         drop_unlisted(&o);
+        for (size_t i = 0; i < o.n; i++)
+            gs_guards_drain(o.list[i]);
         for (size_t i = 0; i < o.n; i++) {
             PyThreadState *visit = py.ThreadState_New(o.list[i]->ptr);
             if (!visit)
@@ -430,6 +434,7 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
             atomic_store(&o.list[i]->state, GS_ENDING);
         sweep(in);
     } else if (in) {
+        gs_guards_drain(in);
         sweep(in);
     }
     return py.BuildValue("");

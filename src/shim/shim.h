@@ -180,6 +180,24 @@ GS_HIDDEN void gs_entry_RestoreThread(void *);
 GS_HIDDEN void gs_entry_ThreadState_Delete(void *);
 GS_HIDDEN void gs_patch_loaded_objects(void);
 
+/* --- PEP 788 (guards.c, pep788.c; docs/pep788.md) --- */
+/* gs_interp.guards once the interpreter's end has passed its guards */
+#define GS_GUARDS_CLOSED UINTPTR_MAX
+/* A guard on in: 0, or GILSHIM_EGONE / GILSHIM_EFINALIZING. */
+GS_HIDDEN int gs_guard_take(struct gs_interp *in);
+GS_HIDDEN void gs_guard_put(struct gs_interp *in);
+/* From in's exit hook, attached: wait, GIL released, until in has no
+ * guard open, and close it to new ones. */
+GS_HIDDEN void gs_guards_drain(struct gs_interp *in);
+/* The interpreter an open frame attached (for gilshim_ensure_guarded's). */
+GS_HIDDEN struct gs_interp *gs_frame_interp(const struct gs_frame *f);
+
+/* --- the explicit API (api.c), for pep788.c --- */
+/* The live entry of a view, or NULL with gilshim_last_error set. */
+GS_HIDDEN struct gs_interp *gs_resolve_view(gilshim_view v);
+/* Set gilshim_last_error; returns err. */
+GS_HIDDEN int gs_set_error(int err);
+
 /* --- lifecycle (lifecycle.c) --- */
 /* The generation in which main's exit hook and the runtime's Py_AtExit
  * hook are both registered: while it is current and the runtime is not
