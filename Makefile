@@ -21,7 +21,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -108,6 +108,14 @@ legacy: $(LIB)
 	tests/run-legacy.sh
 	$(SID) tests/run-legacy.sh
 
+# PEP 788's API from an extension's own threads: examples/pep788_ext through
+# <gilshim/pep788.h> on 3.9-3.14 (installed into a scratch prefix, explicit
+# linking, then also preloaded), and on CPython 3.15's own API with no
+# gilshim, which checks the test (tests/run-pep788.sh).
+pep788: $(LIB)
+	WERROR=$(WERROR) tests/run-pep788.sh
+	WERROR=$(WERROR) $(SID) tests/run-pep788.sh
+
 check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
@@ -129,7 +137,7 @@ model:
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
-	$(MAKE) check unit model embed lifecycle e2e legacy
+	$(MAKE) check unit model embed lifecycle e2e legacy pep788
 	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"
@@ -161,6 +169,7 @@ install: $(LIB) $(BUILD)/gilshim.pc $(BUILD)/gilshim
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libgilshim.so
 	install -m 0644 include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim.h
 	install -m 0644 include/gilshim/redirect.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h
+	install -m 0644 include/gilshim/pep788.h $(DESTDIR)$(PREFIX)/include/gilshim/pep788.h
 	install -m 0644 $(BUILD)/gilshim.pc $(DESTDIR)$(LIBDIR)/pkgconfig/gilshim.pc
 	install -m 0755 $(BUILD)/gilshim $(DESTDIR)$(BINDIR)/gilshim
 	install -m 0644 man/gilshim.1 $(DESTDIR)$(MANDIR)/man1/gilshim.1
@@ -169,6 +178,7 @@ install: $(LIB) $(BUILD)/gilshim.pc $(BUILD)/gilshim
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libgilshim.so \
 	      $(DESTDIR)$(PREFIX)/include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h \
+	      $(DESTDIR)$(PREFIX)/include/gilshim/pep788.h \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/gilshim.pc $(DESTDIR)$(BINDIR)/gilshim \
 	      $(DESTDIR)$(MANDIR)/man1/gilshim.1 $(DESTDIR)$(MANDIR)/man3/gilshim.3
 	-rmdir $(DESTDIR)$(PREFIX)/include/gilshim

@@ -112,7 +112,7 @@ contents() { dpkg-deb -c "$1" | awk '{print $6 ($7 == "->" ? " -> " $8 : "")}' |
 expect "libgilshim0 holds the library, in the multiarch directory" \
     "/usr/lib/$triplet/libgilshim.so.0" "$(contents "$out/libgilshim0_${version}_$arch.deb")"
 expect "libgilshim-dev holds the headers, the .so link, gilshim.pc and gilshim(3)" \
-    "/usr/include/gilshim.h /usr/include/gilshim/redirect.h /usr/lib/$triplet/libgilshim.so -> libgilshim.so.0 /usr/lib/$triplet/pkgconfig/gilshim.pc /usr/share/man/man3/gilshim.3.gz" \
+    "/usr/include/gilshim.h /usr/include/gilshim/pep788.h /usr/include/gilshim/redirect.h /usr/lib/$triplet/libgilshim.so -> libgilshim.so.0 /usr/lib/$triplet/pkgconfig/gilshim.pc /usr/share/man/man3/gilshim.3.gz" \
     "$(contents "$out/libgilshim-dev_${version}_$arch.deb")"
 expect "gilshim holds the command and gilshim(1)" \
     "/usr/bin/gilshim /usr/share/man/man1/gilshim.1.gz" "$(contents "$out/gilshim_${version}_$arch.deb")"
