@@ -16,7 +16,7 @@ LIB_FLAGS := -std=c11 -fPIC -fvisibility=hidden -pthread $(WARN)
 LIB_LDFLAGS := -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,--version-script=src/shim/exports.map
 
 REGISTRY_SRC := $(wildcard src/registry/*.c)
-SHIM_SRC     := $(wildcard src/shim/*.c src/shim/*/*.c)
+SHIM_SRC     := $(wildcard src/shim/*/*.c)
 HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
@@ -111,6 +111,7 @@ legacy: $(LIB)
 check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
+	tests/check-layers.sh
 	tests/check-secure.sh $(LIB)
 	tests/check-man.sh $(BUILD)/gilshim $(LIB)
 

@@ -66,7 +66,7 @@ struct gs_row {
     void *tstate;
     _Atomic int state;
     int tss_note;           /* owner only: what the shim knows of its CPython
-                               TSS slot (enum gs_tss_note, src/shim/shim.h);
+                               TSS slot (enum gs_tss_note, src/shim/policy/policy.h);
                                0 when unknown */
 } __attribute__((aligned(32)));
 
@@ -142,10 +142,10 @@ struct gs_thread {
     size_t depth;                     /* open Ensure frames */
     size_t nreleased;                 /* open GIL-released regions (kept) */
     /* where CPython keeps the thread state attached on this thread
-     * (src/shim/resolve.c), once known: read directly on the fast paths */
+     * (src/shim/port/resolve.c), once known: read directly on the fast paths */
     void *const *py_current;
     /* where glibc keeps this thread's value of CPython's TSS key, once
-     * known (src/shim/lifecycle.c) */
+     * known (src/shim/port/binding.c) */
     void *const *tss_slot;
     /* the row rules 3-5 last gave this thread: the fast path's guess,
      * cleared when the binding changes or the row goes */

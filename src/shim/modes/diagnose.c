@@ -8,7 +8,7 @@
  * an interpreter that ends with callbacks still running in it.
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "diagnose.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -193,3 +193,10 @@ void gs_diagnose_interp_ends(struct gs_interp *in, int self_counted)
             "interpreter %lld ends with %ld PyGILState_Ensure callback(s) still running in it",
             (long long)in->id, n);
 }
+
+const struct gs_mode_ops gs_diagnose_ops = {
+    .ensure = gs_diagnose_ensure,
+    .release = gs_diagnose_release,
+    .late_ensure = gs_diagnose_late_ensure,
+    .interp_ends = gs_diagnose_interp_ends,
+};
