@@ -178,7 +178,10 @@ void gs_diagnose_late_ensure(const void *caller, int finalized)
     gs_logx(GS_LOG_WARN, finalized ? "ensure_after_finalize" : "ensure_while_finalizing",
             gs_json_site("site", caller, extra, sizeof extra),
             "PyGILState_Ensure %s at %s; doing what stock CPython does",
-            finalized ? "after Py_FinalizeEx" : "while the runtime finalizes",
+            finalized == 2   ? "with no initialized runtime (before Py_Initialize, or after "
+                               "Py_FinalizeEx)"
+            : finalized == 1 ? "after Py_FinalizeEx"
+                             : "while the runtime finalizes",
             gs_describe_addr(caller, where, sizeof where));
 }
 

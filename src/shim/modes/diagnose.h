@@ -11,7 +11,8 @@
 /* --- GILSHIM_MODE=diagnose (diagnose.c): stock outcome, reported --- */
 GS_HIDDEN int gs_diagnose_ensure(const void *caller);
 GS_HIDDEN void gs_diagnose_release(int oldstate, const void *caller);
-/* An Ensure once the runtime finalizes (finalized: after Py_FinalizeEx). */
+/* An Ensure once the runtime finalizes (finalized: 1 after Py_FinalizeEx,
+ * 2 with no initialized runtime and no history of one). */
 GS_HIDDEN void gs_diagnose_late_ensure(const void *caller, int finalized);
 /* in's exit hook runs; self_counted: callbacks of the ending thread in it. */
 GS_HIDDEN void gs_diagnose_interp_ends(struct gs_interp *in, int self_counted);

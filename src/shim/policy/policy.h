@@ -19,7 +19,8 @@
 struct gs_mode_ops {
     int (*ensure)(const void *caller);
     void (*release)(int oldstate, const void *caller);
-    /* an Ensure once the runtime finalizes (finalized: after Py_FinalizeEx) */
+    /* an Ensure once the runtime finalizes (finalized: 1 after Py_FinalizeEx,
+     * 2 with no initialized runtime and no history of one) */
     void (*late_ensure)(const void *caller, int finalized);
     /* in's exit hook runs; self_counted: callbacks of the ending thread in it */
     void (*interp_ends)(struct gs_interp *in, int self_counted);

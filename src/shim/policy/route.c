@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* Rule 4: set in a new thread before its start routine runs. */
 GS_TLS struct gs_interp *gs_tl_creator;
@@ -124,8 +125,30 @@ const char *gs_rule_name(int rule)
 }
 
 /* A runtime was initialized once: an Ensure with none now comes after
- * Py_FinalizeEx, not before Py_Initialize. */
+ * Py_FinalizeEx, not before Py_Initialize. Only a message depends on it:
+ * what an Ensure does with no runtime comes from CPython's state. */
 static _Atomic int g_runtime_seen;
+
+/* An Ensure with no initialized runtime and nothing attached: stock
+ * dereferences the absent interpreter (or, 3.15, hangs). Without history
+ * it may be early, so wait for Py_Initialize, bounded by GILSHIM_DRAIN_MS;
+ * after Py_FinalizeEx, or once the wait is over, the fail-safe policy. */
+static void no_runtime(const void *caller)
+{
+    if (!atomic_load_explicit(&g_runtime_seen, memory_order_relaxed)) {
+        for (long waited = 0; waited < gs_config()->drain_ms; waited++) {
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+            if (py.IsInitialized())
+                return;
+        }
+    }
+    gs_fail_safe(atomic_load_explicit(&g_runtime_seen, memory_order_relaxed)
+                     ? "PyGILState_Ensure after Py_FinalizeEx"
+                     : "PyGILState_Ensure with no initialized runtime (before Py_Initialize "
+                       "completed, or after Py_FinalizeEx)",
+                 caller);
+}
 
 /* Out of line, so that the fast paths below stay lean. */
 __attribute__((noinline)) static int ensure_general(const void *caller)
@@ -145,18 +168,15 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
                 return gs_diagnose_ops_installed()->ensure(caller);
             }
             /* attached: a nested call from code Py_FinalizeEx runs */
-            if (seen && !gs_py_attached())
-                gs_diagnose_ops_installed()->late_ensure(caller, 1);
+            if (!gs_py_attached())
+                gs_diagnose_ops_installed()->late_ensure(caller, seen ? 1 : 2);
         }
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
     /* Py_FinalizeEx clears "initialized" before it runs finalizers and
      * clears modules: a thread attached then is still nesting. */
-    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached()) {
-        if (atomic_load_explicit(&g_runtime_seen, memory_order_relaxed))
-            gs_fail_safe("PyGILState_Ensure after Py_FinalizeEx", caller);
-        return py.GILState_Ensure();
-    }
+    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached())
+        no_runtime(caller);
     if (__builtin_expect(!atomic_load_explicit(&g_runtime_seen, memory_order_relaxed), 0))
         atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
     struct gs_thread *self = gs_thread_self();
