@@ -85,7 +85,7 @@ bench: $(LIB)
 	$(SID) tests/run-bench.sh $(BENCH_RUNS)
 # All four, briefly: what CI runs after make test. valgrind on 3.14 in
 # the sid root reports, in some runs, one thread state made by gilshim and
-# never freed (README "Known limits"): open, so CI runs valgrind on the
+# never freed (docs/testing.md): open, so CI runs valgrind on the
 # host's CPythons and asan/tsan on all.
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2 VALGRIND_SID=0

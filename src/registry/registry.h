@@ -76,7 +76,7 @@ struct gs_row_block {
     struct gs_row_block *next;
 } __attribute__((aligned(GS_CACHE_LINE)));
 
-/* Which rule picked the interpreter (README "Routing rules"). */
+/* Which rule picked the interpreter (docs/routing.md). */
 enum gs_rule {
     GS_RULE_NONE = 0,
     GS_RULE_ATTACHED = 1,   /* thread already attached: nest */

@@ -144,9 +144,9 @@ static void log_file_init(struct log_file *j)
     unlink(j->path);
 }
 
-/* Every line of the log against README's schema (tests/e2e/check_report.py,
- * the one checker): each of events (space-separated) at least once, and
- * no other event. */
+/* Every line of the log against the schema of docs/messages.md
+ * (tests/e2e/check_report.py, the one checker): each of events
+ * (space-separated) at least once, and no other event. */
 static void json_events(struct log_file *j, const char *events)
 {
     char cmd[512], out[4096], log[16384];
@@ -652,7 +652,7 @@ Test(lifecycle, diagnose_reports_a_thread_exiting_inside_ensure_and_keeps_stocks
     cr_assert(!has(g->err, "releasing its GIL"), SHOW(g));
 }
 
-/* --- route mode's events in JSON (README "Messages") --- */
+/* --- route mode's events in JSON (docs/messages.md) --- */
 
 Test(lifecycle, json_fail_safe)
 {

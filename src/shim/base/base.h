@@ -30,7 +30,7 @@ GS_HIDDEN const struct gs_config *gs_config(void);
 /* 1 once gs_config() returns the values read from the environment. */
 GS_HIDDEN int gs_config_final(void);
 
-/* --- messages (README "Messages"): one line each, stderr or GILSHIM_LOG;
+/* --- messages (docs/messages.md): one line each, stderr or GILSHIM_LOG;
  * text "gilshim[pid:tid]: ..." or, with GILSHIM_LOG_FORMAT=json, one JSON
  * object of schema GS_LOG_SCHEMA --- */
 #define GS_LOG_SCHEMA 1

@@ -45,7 +45,7 @@ GS_HIDDEN PyThreadState *gs_save_thread(void);
 GS_HIDDEN void gs_restore_thread(PyThreadState *t);
 /* The owner of a thread about to be created by the calling thread. */
 GS_HIDDEN struct gs_interp *gs_creator_owner(void);
-/* The routing decision (README "Routing rules") for the calling thread,
+/* The routing decision (docs/routing.md) for the calling thread,
  * given what it has attached; interp NULL with GS_RULE_MAIN. */
 GS_HIDDEN struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached);
 GS_HIDDEN const char *gs_rule_name(int rule);
@@ -98,7 +98,7 @@ static inline void gs_row_release(struct gs_row *r)
     /* Only now: drop_gil reads the interpreter (<= 3.12) or the state
      * (3.13) after unlocking the GIL (CPython gh-104341), so no one may
      * claim the row before SaveThread returns. Nothing else follows the
-     * call, which cannot be a tail call (README "Performance"). */
+     * call, which cannot be a tail call (docs/performance.md). */
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 

@@ -1,6 +1,6 @@
 /*
  * The routing core: what PyGILState_Ensure/Release and the calls around
- * them do once CPython is known (README "Routing rules"). Every CPython
+ * them do once CPython is known (docs/routing.md). Every CPython
  * call goes through py.*, the originals; nothing here calls an interposed
  * name, so the shim never sees itself.
  */
