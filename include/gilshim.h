@@ -110,8 +110,8 @@ typedef struct gilshim_stats {
     size_t bytes;    /* heap held for those, besides CPython's own thread states */
     /* 1 once the fast paths read CPython's attached thread state, a
      * thread state's pending exception and CPython's TSS slot in memory,
-     * 0 while they still call CPython or libc for them (README
-     * "Performance") */
+     * 0 while they still call CPython or libc for them
+     * (docs/performance.md) */
     int reads_attached_directly;
     int reads_exception_directly;
     int reads_tss_directly;

@@ -48,8 +48,8 @@ for page in man/gilshim.1 man/gilshim.3; do
 done
 txt1=$tmp/gilshim.1.txt txt3=$tmp/gilshim.3.txt
 
-# What the library reads (src/shim/config.c), in both pages.
-vars=$(grep -o '"GILSHIM_[A-Z_]*"' src/shim/config.c | tr -d '"' | sort -u)
+# What the library reads (src/shim/base/config.c), in both pages.
+vars=$(grep -o '"GILSHIM_[A-Z_]*"' src/shim/base/config.c | tr -d '"' | sort -u)
 missing "gilshim.1 describes every GILSHIM_ variable of config.c" "$txt1" $vars
 missing "gilshim.3 lists every GILSHIM_ variable of config.c" "$txt3" $vars
 missing "gilshim.1 describes GILSHIM_LIB" "$txt1" GILSHIM_LIB

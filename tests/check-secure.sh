@@ -30,7 +30,7 @@ verdict() {  # "condition; verdict LABEL": the condition's status decides
 # added there without a value here fails the first check.
 harm="GILSHIM_MODE=off GILSHIM_PATCH=always GILSHIM_ON_FINALIZE=abort GILSHIM_DRAIN_MS=3600000
 GILSHIM_LOG_LEVEL=debug GILSHIM_LOG_FORMAT=json GILSHIM_LOG"
-read_by_shim=$(grep -ho '"GILSHIM_[A-Z_]*"' src/shim/*.c src/registry/*.c | tr -d '"' | sort -u)
+read_by_shim=$(grep -ho '"GILSHIM_[A-Z_]*"' src/shim/*/*.c src/registry/*.c | tr -d '"' | sort -u)
 set_here=$(for v in $harm; do echo "${v%%=*}"; done | sort -u)
 [ "$read_by_shim" = "$set_here" ]
 verdict "every variable config.c reads is set here ($(echo $read_by_shim))"

@@ -2,7 +2,7 @@
 # CPython's own regression suites (test_threading, test_thread, test_capi,
 # test_sqlite3, test_ctypes, test_embed, test_atexit and the sub-interpreter
 # suites), stock and with gilshim preloaded, compared test by test, on every
-# CPython in tests/pythons.sh. See README.md "Conformance".
+# CPython in tests/pythons.sh. See docs/conformance.md.
 #   tests/run-conformance.sh [full|ci]
 # Exit status: 0 no unexpected difference, 1 unexpected differences,
 # 2 setup error (no library, no CPython, a pyenv CPython without its tests).

@@ -66,7 +66,7 @@ for cfg in $PYTHONS; do
     # PyThreadState_New of the shim's own Ensure (CPython gh-96071). Stock
     # deadlocks here on 3.9-3.11. So does gilshim with libpython linked
     # into the executable (Debian's 3.11.2), where the hook's call is
-    # internal: reported there, not judged (README, Thread states).
+    # internal: reported there, not judged (docs/thread-states.md).
     tm_stock=$(run "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
     tm_shim=$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
     if ldd "$py" | grep -q libpython; then

@@ -24,7 +24,7 @@ esac
 if [ -n "$san" ]; then
     mkdir -p "$dir"
     cc -std=c11 -fPIC -fvisibility=hidden -pthread -O1 -g -fno-omit-frame-pointer $san \
-        src/registry/*.c src/shim/*.c src/shim/*/*.c -o "$dir/libgilshim.so" -shared \
+        src/registry/*.c src/shim/*/*.c -o "$dir/libgilshim.so" -shared \
         -Wl,-soname,libgilshim.so.0 -Wl,-z,defs -Wl,--version-script=src/shim/exports.map -ldl
     ln -sf libgilshim.so "$dir/libgilshim.so.0"
 fi

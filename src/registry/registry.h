@@ -39,7 +39,7 @@ struct gs_interp {
     int hook_registered;       /* its exit hook is in place (under lock) */
     _Atomic long in_flight;    /* diagnose mode: stock Ensures running in it */
     _Atomic uintptr_t guards;  /* PEP 788 guards open on it, or GS_GUARDS_CLOSED
-                                  once its end has passed them (src/shim/guards.c) */
+                                  once its end has passed them (src/shim/policy/guards.c) */
     struct gs_interp *next;    /* set before the entry is published, then fixed */
 };
 
@@ -68,7 +68,7 @@ struct gs_row {
     void *tstate;
     _Atomic int state;
     int tss_note;           /* owner only: what the shim knows of its CPython
-                               TSS slot (enum gs_tss_note, src/shim/shim.h);
+                               TSS slot (enum gs_tss_note, src/shim/policy/policy.h);
                                0 when unknown */
 } __attribute__((aligned(32)));
 
@@ -78,7 +78,7 @@ struct gs_row_block {
     struct gs_row_block *next;
 } __attribute__((aligned(GS_CACHE_LINE)));
 
-/* Which rule picked the interpreter (README "Routing rules"). */
+/* Which rule picked the interpreter (docs/routing.md). */
 enum gs_rule {
     GS_RULE_NONE = 0,
     GS_RULE_ATTACHED = 1,   /* thread already attached: nest */
@@ -146,10 +146,10 @@ struct gs_thread {
     size_t depth;                     /* open Ensure frames */
     size_t nreleased;                 /* open GIL-released regions (kept) */
     /* where CPython keeps the thread state attached on this thread
-     * (src/shim/resolve.c), once known: read directly on the fast paths */
+     * (src/shim/port/resolve.c), once known: read directly on the fast paths */
     void *const *py_current;
     /* where glibc keeps this thread's value of CPython's TSS key, once
-     * known (src/shim/lifecycle.c) */
+     * known (src/shim/port/binding.c) */
     void *const *tss_slot;
     /* the row rules 3-5 last gave this thread: the fast path's guess,
      * cleared when the binding changes or the row goes */

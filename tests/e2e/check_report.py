@@ -1,4 +1,4 @@
-"""Check a GILSHIM_LOG_FORMAT=json log against the schema in README.md.
+"""Check a GILSHIM_LOG_FORMAT=json log against the schema in docs/messages.md.
 
 usage: check_report.py LOG CALLBACKS OBJECT
          the log of tests/e2e's five wrong-interpreter callbacks:
@@ -15,7 +15,7 @@ import sys
 
 SCHEMA = 1
 COMMON = {"gilshim", "event", "level", "pid", "tid", "message"}
-# The members each event has besides COMMON (README "Messages"); "creator"
+# The members each event has besides COMMON (docs/messages.md); "creator"
 # only in a wrong_interpreter of rule 4.
 MEMBERS = {
     "message": set(),

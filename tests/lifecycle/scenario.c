@@ -192,6 +192,69 @@ static int after_finalize(void)
     return 0;
 }
 
+/* --- first_after_finalize: the first PyGILState_Ensure the process ever
+ * makes from a foreign thread comes after Py_FinalizeEx, so gilshim has
+ * no history of the runtime: what it does must come from CPython's state
+ * at that moment --- */
+
+static _Atomic int fa_stage;
+
+static void *fa_thread(void *unused)
+{
+    (void)unused;
+    wait_for(&fa_stage, 1);
+    say("thread: PyGILState_Ensure after Py_FinalizeEx");
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("thread: PyGILState_Ensure returned");
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static int first_after_finalize(void)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, fa_thread, NULL);
+    start("main");
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned");
+    atomic_store(&fa_stage, 1);
+    say(join_within(th, 2500) ? "main: the thread is still blocked" : "main: the thread ended");
+    say("main: exit");
+    return 0;
+}
+
+/* --- before_init: a foreign thread calls in while the runtime is not
+ * initialized yet; the main thread initializes it 200 ms later --- */
+
+static void *bi_thread(void *unused)
+{
+    (void)unused;
+    say("thread: PyGILState_Ensure before Py_Initialize");
+    PyGILState_STATE g = PyGILState_Ensure();
+    /* main may not have set its marker yet: ask CPython which it is */
+    python_call();
+    say("thread: callback runs in %s",
+        PyThreadState_GetInterpreter(PyThreadState_Get()) == PyInterpreterState_Main() ? "main"
+                                                                                       : "another");
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static int before_init(void)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, bi_thread, NULL);
+    sleep_ms(200);
+    start("main");
+    say("main: initialized");
+    Py_BEGIN_ALLOW_THREADS
+    say(join_within(th, 3000) ? "main: the thread is still blocked" : "main: the thread ended");
+    Py_END_ALLOW_THREADS
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
 /* --- finalize_busy: foreign threads call in while the runtime finalizes --- */
 
 #define NWORKERS 4
@@ -821,6 +884,10 @@ int main(int argc, char **argv)
     alarm(20);
     if (!strcmp(name, "after_finalize"))
         return after_finalize();
+    if (!strcmp(name, "first_after_finalize"))
+        return first_after_finalize();
+    if (!strcmp(name, "before_init"))
+        return before_init();
     if (!strcmp(name, "finalize_busy"))
         return finalize_busy();
     if (!strcmp(name, "end_cached"))
@@ -847,7 +914,8 @@ int main(int argc, char **argv)
     if (!strcmp(name, "pep788"))
         return pep788(own);
 #endif
-    fprintf(stderr, "usage: %s after_finalize|finalize_busy|finalize_inflight|atexit_ensure|"
+    fprintf(stderr, "usage: %s after_finalize|first_after_finalize|before_init|finalize_busy|"
+            "finalize_inflight|atexit_ensure|"
             "end_cached [own]|end_inflight [own]|reinit|thread_exit|fork|unbalanced|misuse|"
             "finalizer|pep788 [own] (3.15+)\n", argv[0]);
     return 2;

@@ -144,9 +144,9 @@ static void log_file_init(struct log_file *j)
     unlink(j->path);
 }
 
-/* Every line of the log against README's schema (tests/e2e/check_report.py,
- * the one checker): each of events (space-separated) at least once, and
- * no other event. */
+/* Every line of the log against the schema of docs/messages.md
+ * (tests/e2e/check_report.py, the one checker): each of events
+ * (space-separated) at least once, and no other event. */
 static void json_events(struct log_file *j, const char *events)
 {
     char cmd[512], out[4096], log[16384];
@@ -191,6 +191,57 @@ Test(lifecycle, ensure_after_finalize_parks_instead_of_crashing)
     cr_assert(has(g->err, "PyGILState_Ensure after Py_FinalizeEx (at scenario-shim-"),
               "the message names the call site: " SHOW(g));
     cr_assert(has(g->err, "GILSHIM_ON_FINALIZE=park"), SHOW(g));
+}
+
+/* The same with no history: the process's first foreign Ensure comes after
+ * Py_FinalizeEx. gilshim decides from CPython's state at the call. */
+Test(lifecycle, first_ensure_after_finalize_needs_no_history)
+{
+    struct outcome *s = run("stock", "first_after_finalize", NULL, NULL, 20000);
+    if (port()->after_fini == GS_AFTER_CRASHES)
+        cr_assert(s->signal == SIGSEGV, "stock: expected a segfault, got " SHOW(s));
+    else
+        cr_assert(s->exited && has(s->out, "main: the thread is still blocked"),
+                  "stock: expected the thread to hang, got " SHOW(s));
+    struct outcome *g = run("shim", "first_after_finalize", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(!has(g->out, "PyGILState_Ensure returned"), "park: Ensure must not return " SHOW(g));
+    cr_assert(has(g->out, "main: the thread is still blocked"), SHOW(g));
+    cr_assert(has(g->err, "PyGILState_Ensure with no initialized runtime (before Py_Initialize "
+                          "completed, or after Py_FinalizeEx) (at scenario-shim-"),
+              "the message names the case and the call site: " SHOW(g));
+    free(g);
+    const char *env[] = {"GILSHIM_ON_FINALIZE=exit", "GILSHIM_DRAIN_MS=100", NULL};
+    g = run("shim", "first_after_finalize", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "main: the thread ended"), "exit policy, after the wait " SHOW(g));
+    free(g);
+    const char *diag[] = {"GILSHIM_MODE=diagnose", NULL};
+    g = run("shim", "first_after_finalize", NULL, diag, 20000);
+    if (port()->after_fini == GS_AFTER_CRASHES)
+        cr_assert(g->signal == SIGSEGV, "diagnose keeps stock's outcome; got " SHOW(g));
+    cr_assert(has(g->err, "PyGILState_Ensure with no initialized runtime"), SHOW(g));
+}
+
+/* Before Py_Initialize has completed: gilshim waits for it (bounded by
+ * GILSHIM_DRAIN_MS), then routes as usual. */
+Test(lifecycle, ensure_before_initialize_waits_for_the_runtime)
+{
+    struct outcome *s = run("stock", "before_init", NULL, NULL, 20000);
+    cr_assert(!(s->exited && has(s->out, "thread: callback runs in main")),
+              "stock: expected a crash or a hang, got " SHOW(s));
+    struct outcome *g = run("shim", "before_init", NULL, NULL, 20000);
+    clean_exit(g);
+    cr_assert(has(g->out, "thread: callback runs in main\n"), SHOW(g));
+    cr_assert(has(g->out, "main: the thread ended\n"), SHOW(g));
+    cr_assert_str_empty(g->err, "no message: the runtime came in time " SHOW(g));
+    free(g);
+    /* a wait shorter than the 200 ms: the policy, with its message */
+    const char *env[] = {"GILSHIM_ON_FINALIZE=exit", "GILSHIM_DRAIN_MS=20", NULL};
+    g = run("shim", "before_init", NULL, env, 20000);
+    clean_exit(g);
+    cr_assert(!has(g->out, "thread: callback runs"), SHOW(g));
+    cr_assert(has(g->err, "PyGILState_Ensure with no initialized runtime"), SHOW(g));
 }
 
 Test(lifecycle, ensure_after_finalize_exit_policy_ends_the_thread)
@@ -601,7 +652,7 @@ Test(lifecycle, diagnose_reports_a_thread_exiting_inside_ensure_and_keeps_stocks
     cr_assert(!has(g->err, "releasing its GIL"), SHOW(g));
 }
 
-/* --- route mode's events in JSON (README "Messages") --- */
+/* --- route mode's events in JSON (docs/messages.md) --- */
 
 Test(lifecycle, json_fail_safe)
 {

@@ -2,7 +2,7 @@
  * The row protocol (src/registry/registry.h) as spin explores it: owner
  * threads cycling through PyGILState_Ensure/Release on their cached row of
  * one sub-interpreter, the thread that ends it (Py_EndInterpreter, whose
- * atexit callback runs sweep() in src/shim/lifecycle.c), each owner's exit
+ * atexit callback runs sweep() in src/shim/policy/lifecycle.c), each owner's exit
  * (reap_thread), and cffi freeing the states of exited threads through the
  * interposed PyThreadState_Delete (gs_thread_state_delete).
  *
@@ -340,7 +340,7 @@ done:
     skip
 }
 
-/* sweep() in src/shim/lifecycle.c, from the atexit callback inside
+/* sweep() in src/shim/policy/lifecycle.c, from the atexit callback inside
  * Py_EndInterpreter: attached, so holding the GIL but while it sleeps. */
 proctype Ender()
 {

@@ -1,109 +1,34 @@
 /*
  * The routing core: what PyGILState_Ensure/Release and the calls around
- * them do once CPython is known (README "Routing rules"). Every CPython
+ * them do once CPython is known (docs/routing.md). Every CPython
  * call goes through py.*, the originals; nothing here calls an interposed
  * name, so the shim never sees itself.
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "policy.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* Rule 4: set in a new thread before its start routine runs. */
 GS_TLS struct gs_interp *gs_tl_creator;
 GS_TLS struct gs_creator gs_tl_creator_info;
 
-static _Atomic(struct gs_interp *) g_main;
-
-/* What every interposed call asks first, cached in one word once the
- * answer is final: the GILSHIM_MODE in force (GS_MODE_OFF when the shim
- * cannot route here), and whether route decisions are logged. */
-#define HOT_DEBUG 0x10
-static _Atomic int g_hot = -1;
-
-__attribute__((noinline)) static int hot_slow(void)
-{
-    int s = gs_py_state();
-    if (s == GS_PY_UNKNOWN)
-        s = gs_py_resolve();
-    const struct gs_config *c = gs_config();
-    int hot = (s == GS_PY_PRESENT ? c->mode : GS_MODE_OFF) |
-              (c->log_level >= GS_LOG_DEBUG ? HOT_DEBUG : 0);
-    /* Not final while CPython is unresolved or the configuration is still
-     * being read (a re-entrant call sees the defaults). */
-    if (s != GS_PY_UNKNOWN && gs_config_final()) {
-        atomic_store_explicit(&g_hot, hot, memory_order_release);
-        gs_fast_refresh();
-    }
-    return hot;
-}
-
-/* gs_fast: see shim.h. Its inputs change a handful of times in a process;
- * each change refreshes it, one refresh at a time, so the last refresh
- * has seen every change. */
-_Atomic int gs_fast;
-
-void gs_fast_refresh(void)
-{
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&lock);
-    int hot = atomic_load(&g_hot);
-    int track = hot >= 0 && (hot & ~HOT_DEBUG) != GS_MODE_OFF;
-    int route = hot == GS_MODE_ROUTE;
-    int rows = route && !gs_runtime_finalizing() && atomic_load(&gs_hooks_armed) == gs_generation();
-    atomic_store(&gs_fast, (track ? GS_FAST_TRACK : 0) | (route ? GS_FAST_NEST : 0) |
-                               (rows ? GS_FAST_ROW : 0));
-    pthread_mutex_unlock(&lock);
-}
-
 static inline int hot(void)
 {
-    int h = atomic_load_explicit(&g_hot, memory_order_acquire);
-    return __builtin_expect(h >= 0, 1) ? h : hot_slow();
+    int h = atomic_load_explicit(&gs_hot, memory_order_acquire);
+    return __builtin_expect(h >= 0, 1) ? h : gs_hot_slow();
 }
 
-static inline int active_mode(void) { return hot() & ~HOT_DEBUG; }
+static inline int active_mode(void) { return hot() & ~GS_HOT_DEBUG; }
 
 static inline int routing(void) { return active_mode() == GS_MODE_ROUTE; }
 
 /* Route mode, or diagnose mode, which needs the same bookkeeping of
  * regions and creators to know each callback's owner. */
 static inline int tracking(void) { return active_mode() != GS_MODE_OFF; }
-
-struct gs_interp *gs_main_interp(void)
-{
-    struct gs_interp *e = atomic_load_explicit(&g_main, memory_order_acquire);
-    if (__builtin_expect(e && e->generation == gs_generation(), 1))
-        return e;
-    PyInterpreterState *ip = py.InterpreterState_Main();
-    if (!ip)
-        return NULL;
-    e = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
-    atomic_store_explicit(&g_main, e, memory_order_release);
-    return e;
-}
-
-struct gs_interp *gs_interp_of(PyThreadState *t, int attached)
-{
-    PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
-    struct gs_interp *in = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
-    if (in && attached && !in->hook_registered)
-        gs_place_exit_hook(in);
-    return in;
-}
-
-/* An entry whose exit hook is not in place yet may describe an interpreter
- * that has ended since (it was learnt from a creating thread that was not
- * attached). Check CPython's own list before the first use. */
-int gs_interp_listed(struct gs_interp *in)
-{
-    for (PyInterpreterState *ip = py.InterpreterState_Head(); ip; ip = py.InterpreterState_Next(ip))
-        if (ip == in->ptr)
-            return py.InterpreterState_GetID(ip) == in->id;
-    return 0;
-}
 
 /* The thread's CPython-bound tstate when it is not one of our rows: a
  * GIL-released region CPython knows of but the shim did not see open
@@ -200,39 +125,58 @@ const char *gs_rule_name(int rule)
 }
 
 /* A runtime was initialized once: an Ensure with none now comes after
- * Py_FinalizeEx, not before Py_Initialize. */
+ * Py_FinalizeEx, not before Py_Initialize. Only a message depends on it:
+ * what an Ensure does with no runtime comes from CPython's state. */
 static _Atomic int g_runtime_seen;
+
+/* An Ensure with no initialized runtime and nothing attached: stock
+ * dereferences the absent interpreter (or, 3.15, hangs). Without history
+ * it may be early, so wait for Py_Initialize, bounded by GILSHIM_DRAIN_MS;
+ * after Py_FinalizeEx, or once the wait is over, the fail-safe policy. */
+static void no_runtime(const void *caller)
+{
+    if (!atomic_load_explicit(&g_runtime_seen, memory_order_relaxed)) {
+        for (long waited = 0; waited < gs_config()->drain_ms; waited++) {
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+            if (py.IsInitialized())
+                return;
+        }
+    }
+    gs_fail_safe(atomic_load_explicit(&g_runtime_seen, memory_order_relaxed)
+                     ? "PyGILState_Ensure after Py_FinalizeEx"
+                     : "PyGILState_Ensure with no initialized runtime (before Py_Initialize "
+                       "completed, or after Py_FinalizeEx)",
+                 caller);
+}
 
 /* Out of line, so that the fast paths below stay lean. */
 __attribute__((noinline)) static int ensure_general(const void *caller)
 {
     int mode = active_mode();
     if (mode != GS_MODE_ROUTE) {
-        if (mode == GS_MODE_DIAGNOSE) {
+        if (mode == GS_MODE_DIAGNOSE && gs_diagnose_ops_installed()) {
             int seen = atomic_load_explicit(&g_runtime_seen, memory_order_relaxed);
             if (py.IsInitialized()) {
                 /* From main's exit hook on, stock still serves callbacks
                  * until Py_FinalizeEx clears "initialized". Framed all the
                  * same: Release looks for a frame while initialized. */
                 if (gs_runtime_finalizing() && !gs_py_attached())
-                    gs_diagnose_late_ensure(caller, 0);
+                    gs_diagnose_ops_installed()->late_ensure(caller, 0);
                 if (!seen)
                     atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
-                return gs_diagnose_ensure(caller);
+                return gs_diagnose_ops_installed()->ensure(caller);
             }
             /* attached: a nested call from code Py_FinalizeEx runs */
-            if (seen && !gs_py_attached())
-                gs_diagnose_late_ensure(caller, 1);
+            if (!gs_py_attached())
+                gs_diagnose_ops_installed()->late_ensure(caller, seen ? 1 : 2);
         }
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
     /* Py_FinalizeEx clears "initialized" before it runs finalizers and
      * clears modules: a thread attached then is still nesting. */
-    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached()) {
-        if (atomic_load_explicit(&g_runtime_seen, memory_order_relaxed))
-            gs_fail_safe("PyGILState_Ensure after Py_FinalizeEx", caller);
-        return py.GILState_Ensure();
-    }
+    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached())
+        no_runtime(caller);
     if (__builtin_expect(!atomic_load_explicit(&g_runtime_seen, memory_order_relaxed), 0))
         atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
     struct gs_thread *self = gs_thread_self();
@@ -291,7 +235,7 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     f->row = r;
     f->tstate = r->tstate;
     self->fast_row = r;  /* rules 3-5 picked it: next time, take it at once */
-    if (__builtin_expect(hot() & HOT_DEBUG, 0)) {
+    if (__builtin_expect(hot() & GS_HOT_DEBUG, 0)) {
         char where[256];
         char extra[768];
         int k = snprintf(extra, sizeof extra, "\"interpreter\":%lld,\"rule\":%d,",
@@ -368,8 +312,8 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
 __attribute__((noinline)) static void release_general(int oldstate, const void *caller)
 {
     int mode = active_mode();
-    if (mode == GS_MODE_DIAGNOSE && py.IsInitialized()) {
-        gs_diagnose_release(oldstate, caller);
+    if (mode == GS_MODE_DIAGNOSE && py.IsInitialized() && gs_diagnose_ops_installed()) {
+        gs_diagnose_ops_installed()->release(oldstate, caller);
         return;
     }
     if (mode != GS_MODE_ROUTE) {

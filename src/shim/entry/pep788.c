@@ -2,11 +2,13 @@
  * The gilshim_ side of <gilshim/pep788.h>: CPython 3.15's interpreter
  * guards on 3.9-3.14 (docs/pep788.md). A guard is an interpreter entry
  * (never freed, so it never dangles) and the view it was taken through;
- * the count of open guards and the wait at an interpreter's end are in
- * guards.c. Attaching is gilshim_ensure's.
+ * the count of open guards and the wait at an interpreter's end are the
+ * policy's (policy/guards.c). Attaching is gilshim_ensure's (api.c).
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "../../../include/gilshim.h"
+#include "../policy/policy.h"
+#include "entry.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -16,15 +18,6 @@ struct gilshim_guard {
     struct gs_interp *in;
     gilshim_view view;
 };
-
-struct gs_interp *gs_frame_interp(const struct gs_frame *f)
-{
-    if (f->row)
-        return f->row->interp;
-    /* NESTED, REATTACH, or a SWITCH back to a state held lower down: the
-     * frame's state is open, so its interpreter is alive */
-    return gs_interp_find_ptr(py.ThreadState_GetInterpreter(f->tstate));
-}
 
 /* The exit hook is what makes an interpreter's end wait for its guards.
  * It is placed by the first call attached to the interpreter; a guard
@@ -41,11 +34,15 @@ static void place_exit_hook(struct gs_interp *in, gilshim_view v)
     gilshim_release(t);
 }
 
+static int refused(void)
+{
+    return gs_set_error(gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE);
+}
+
 static gilshim_guard *guard_on(struct gs_interp *in, gilshim_view v)
 {
-    int err = gs_guard_take(in);
-    if (err)
-        return gs_set_error(err), NULL;
+    if (gs_guard_take(in))
+        return refused(), NULL;
     gilshim_guard *g = malloc(sizeof *g);
     if (!g) {
         gs_guard_put(in);
@@ -105,9 +102,8 @@ GS_EXPORT gilshim_token *gilshim_ensure_guarded(gilshim_view v)
     } else {
         return NULL;
     }
-    int err = gs_guard_take(in);
-    if (err)
-        return gs_set_error(err), NULL;
+    if (gs_guard_take(in))
+        return refused(), NULL;
     struct gs_frame *f = (struct gs_frame *)gilshim_ensure(v);
     if (!f) {
         gs_guard_put(in);

@@ -15,10 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "port/versions.h"
+#include "../base/base.h"
+#include "versions.h"
 
-#define GS_HIDDEN __attribute__((visibility("hidden")))
-#define GS_EXPORT __attribute__((visibility("default")))
 
 typedef struct gs_PyThreadState PyThreadState;
 typedef struct gs_PyInterpreterState PyInterpreterState;
@@ -95,23 +94,19 @@ GS_HIDDEN int gs_py_state(void);
  * never an address inside libgilshim. NULL if there is none. */
 GS_HIDDEN void *gs_real_symbol(const char *name);
 
+/* libc's dlopen, not the shim's own hook (redirect/): the port loads
+ * nothing, it only looks up objects already there (RTLD_NOLOAD). */
+GS_HIDDEN void *gs_real_dlopen(const char *file, int mode);
+
 /* An interposed name must reach CPython even when the shim stands aside. */
 #define ORIGINAL(field, name) \
     (py.field ? py.field : (__typeof__(py.field))gs_real_symbol(name))
 
 GS_HIDDEN unsigned long gs_self_ident(void);
 
-/* The CPython names libgilshim exports (interpose.c). */
-GS_EXPORT int PyGILState_Ensure(void);
-GS_EXPORT void PyGILState_Release(int oldstate);
-GS_EXPORT void *PyGILState_GetThisThreadState(void);
-GS_EXPORT int PyGILState_Check(void);
-GS_EXPORT void *PyEval_SaveThread(void);
-GS_EXPORT void PyEval_RestoreThread(void *tstate);
-GS_EXPORT void PyThreadState_Delete(void *tstate);
 
 /* CPython's gilstate binding of the calling thread ("the TSS slot"), once
- * found (lifecycle.c): a pthread key of the runtime (autoTSSkey, through
+ * found (binding.c): a pthread key of the runtime (autoTSSkey, through
  * 3.14) or a thread-local word of libpython (_Py_tss_gilstate, 3.15+,
  * port->gilstate_in_tls). Read directly it costs one pthread_getspecific
  * or one load instead of three calls. */
@@ -151,7 +146,7 @@ static inline PyThreadState *gs_tss_get(void)
 struct gs_thread;
 /* Point self->tss_slot at where this thread's binding is kept: glibc's
  * value of CPython's TSS key, once the layout is checked, or libpython's
- * word (lifecycle.c). */
+ * word (binding.c). */
 GS_HIDDEN void gs_learn_tss_slot(struct gs_thread *self);
 GS_HIDDEN int gs_reads_tss_directly(void);
 
@@ -166,6 +161,11 @@ static inline void gs_unbind_tss(PyThreadState *t)
         gs_tss_read() == (void *)t)
         gs_tss_write(NULL);
 }
+
+/* Delete a tstate owned by another (idle) thread without disturbing the
+ * calling thread's CPython TSS slot (the owner's is repaired through its
+ * stale_tss mailbox). Caller is attached to the tstate's interpreter. */
+GS_HIDDEN void gs_delete_foreign_tstate(PyThreadState *t);
 
 /* <= 3.11: whether t, the process-wide current tstate, which is not the
  * one bound to this thread, is this thread's all the same. */

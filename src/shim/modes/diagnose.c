@@ -8,7 +8,7 @@
  * an interpreter that ends with callbacks still running in it.
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "diagnose.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -178,7 +178,10 @@ void gs_diagnose_late_ensure(const void *caller, int finalized)
     gs_logx(GS_LOG_WARN, finalized ? "ensure_after_finalize" : "ensure_while_finalizing",
             gs_json_site("site", caller, extra, sizeof extra),
             "PyGILState_Ensure %s at %s; doing what stock CPython does",
-            finalized ? "after Py_FinalizeEx" : "while the runtime finalizes",
+            finalized == 2   ? "with no initialized runtime (before Py_Initialize, or after "
+                               "Py_FinalizeEx)"
+            : finalized == 1 ? "after Py_FinalizeEx"
+                             : "while the runtime finalizes",
             gs_describe_addr(caller, where, sizeof where));
 }
 
@@ -193,3 +196,10 @@ void gs_diagnose_interp_ends(struct gs_interp *in, int self_counted)
             "interpreter %lld ends with %ld PyGILState_Ensure callback(s) still running in it",
             (long long)in->id, n);
 }
+
+const struct gs_mode_ops gs_diagnose_ops = {
+    .ensure = gs_diagnose_ensure,
+    .release = gs_diagnose_release,
+    .late_ensure = gs_diagnose_late_ensure,
+    .interp_ends = gs_diagnose_interp_ends,
+};

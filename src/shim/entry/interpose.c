@@ -5,8 +5,11 @@
  * (<gilshim/redirect.h>). Thin on purpose: the logic is in route.c.
  */
 #define _GNU_SOURCE
-#include "../../include/gilshim.h"
-#include "shim.h"
+#include "../../../include/gilshim.h"
+#include "../modes/diagnose.h"
+#include "../policy/policy.h"
+#include "../redirect/redirect.h"
+#include "entry.h"
 
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -41,6 +44,29 @@ GS_ALIASES(Check, PyGILState_Check);
 GS_ALIASES(SaveThread, PyEval_SaveThread);
 GS_ALIASES(RestoreThread, PyEval_RestoreThread);
 GS_ALIASES(ThreadState_Delete, PyThreadState_Delete);
+
+/* What GOT patching rewrites: each name to its hidden alias, which no other
+ * object's definition can win over. */
+static const struct gs_redirect_target redirects[] = {
+    {"PyGILState_Ensure", (void *)gs_entry_Ensure},
+    {"PyGILState_Release", (void *)gs_entry_Release},
+    {"PyGILState_GetThisThreadState", (void *)gs_entry_GetThisThreadState},
+    {"PyGILState_Check", (void *)gs_entry_Check},
+    {"PyEval_SaveThread", (void *)gs_entry_SaveThread},
+    {"PyEval_RestoreThread", (void *)gs_entry_RestoreThread},
+    {"PyThreadState_Delete", (void *)gs_entry_ThreadState_Delete},
+};
+
+/*
+ * At load: the strategy of diagnose mode for the policy (a pointer, nothing
+ * more: CPython is not looked at here), then how calls reach the shim.
+ * Cheap and silent without Python: one dlsym that fails.
+ */
+__attribute__((constructor)) static void entry_init(void)
+{
+    gs_set_diagnose_ops(&gs_diagnose_ops);
+    gs_redirect_init(redirects, sizeof redirects / sizeof *redirects);
+}
 
 /* --- rule 4: a new thread inherits its creator's interpreter ---
  * Only a thread created by a thread tied to an interpreter is wrapped; all

@@ -1,46 +1,40 @@
-/* Internal interfaces between the files of src/shim/. */
-#ifndef GILSHIM_SHIM_H
-#define GILSHIM_SHIM_H
+/*
+ * The policy: the routing decision and the Ensure/Release engine (route.c),
+ * and the lifecycle of interpreters, the runtime and threads (lifecycle.c).
+ * Uses the registry, the CPython port and the foundation; a mode other than
+ * routing is reached through gs_mode_ops, which the entry layer installs
+ * (docs/architecture.md).
+ */
+#ifndef GILSHIM_POLICY_H
+#define GILSHIM_POLICY_H
 
-#include "../registry/registry.h"
-#include "../../include/gilshim.h"
-#include "cpython.h"
+#include "../../../include/gilshim.h"
+#include "../../registry/registry.h"
+#include "../base/base.h"
+#include "../port/cpython.h"
 
-/* --- configuration (GILSHIM_*, read once; see README "Environment") --- */
-enum gs_mode { GS_MODE_ROUTE = 0, GS_MODE_OFF = 1, GS_MODE_DIAGNOSE = 2 };
-enum gs_on_finalize { GS_FIN_PARK = 0, GS_FIN_EXIT = 1, GS_FIN_ABORT = 2 };
-enum gs_log_level { GS_LOG_QUIET = 0, GS_LOG_WARN = 1, GS_LOG_INFO = 2, GS_LOG_DEBUG = 3 };
-
-enum gs_patch { GS_PATCH_AUTO = 0, GS_PATCH_ALWAYS = 1, GS_PATCH_NEVER = 2 };
-enum gs_format { GS_FORMAT_TEXT = 0, GS_FORMAT_JSON = 1 };
-
-struct gs_config {
-    int mode;
-    int patch;
-    int on_finalize;
-    int log_level;
-    long drain_ms;
-    int log_format;
+/* --- a mode other than route, as a strategy (modes/), installed once by
+ * the entry layer at load; the engine's general paths call it in that
+ * mode, the fast paths never do --- */
+struct gs_mode_ops {
+    int (*ensure)(const void *caller);
+    void (*release)(int oldstate, const void *caller);
+    /* an Ensure once the runtime finalizes (finalized: 1 after Py_FinalizeEx,
+     * 2 with no initialized runtime and no history of one) */
+    void (*late_ensure)(const void *caller, int finalized);
+    /* in's exit hook runs; self_counted: callbacks of the ending thread in it */
+    void (*interp_ends)(struct gs_interp *in, int self_counted);
 };
-GS_HIDDEN const struct gs_config *gs_config(void);
-/* 1 once gs_config() returns the values read from the environment. */
-GS_HIDDEN int gs_config_final(void);
+GS_HIDDEN void gs_set_diagnose_ops(const struct gs_mode_ops *ops);
+GS_HIDDEN const struct gs_mode_ops *gs_diagnose_ops_installed(void);
 
-/* --- messages (README "Messages"): one line each, stderr or GILSHIM_LOG;
- * text "gilshim[pid:tid]: ..." or, with GILSHIM_LOG_FORMAT=json, one JSON
- * object of schema GS_LOG_SCHEMA --- */
-#define GS_LOG_SCHEMA 1
-/* event: the JSON "event" name; extra: more JSON members ("k":v,...) or NULL */
-GS_HIDDEN void gs_logx(int level, const char *event, const char *extra, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-#define gs_log(level, ...) gs_logx(level, "message", NULL, __VA_ARGS__)
-GS_HIDDEN void gs_emit(int level, const char *event, const char *extra, const char *text);
-/* s as a quoted JSON string into buf; returns its length. */
-GS_HIDDEN size_t gs_json_str(char *buf, size_t cap, const char *s);
-/* "site":{...} members for a code address into buf; returns buf. */
-GS_HIDDEN const char *gs_json_site(const char *key, const void *addr, char *buf, size_t len);
-/* "object(symbol+0xoff)" for a code address, into buf. */
-GS_HIDDEN const char *gs_describe_addr(const void *addr, char *buf, size_t len);
+/* What every interposed call asks first, cached in one word once the
+ * answer is final (lifecycle.c): the GILSHIM_MODE in force (GS_MODE_OFF
+ * when the shim cannot route here), and whether route decisions are
+ * logged; -1 until then, when gs_hot_slow finds out. */
+#define GS_HOT_DEBUG 0x10
+GS_HIDDEN extern _Atomic int gs_hot;
+GS_HIDDEN int gs_hot_slow(void);
 
 /* --- routing core (route.c) --- */
 GS_HIDDEN int gs_ensure(const void *caller);
@@ -51,7 +45,7 @@ GS_HIDDEN PyThreadState *gs_save_thread(void);
 GS_HIDDEN void gs_restore_thread(PyThreadState *t);
 /* The owner of a thread about to be created by the calling thread. */
 GS_HIDDEN struct gs_interp *gs_creator_owner(void);
-/* The routing decision (README "Routing rules") for the calling thread,
+/* The routing decision (docs/routing.md) for the calling thread,
  * given what it has attached; interp NULL with GS_RULE_MAIN. */
 GS_HIDDEN struct gs_route gs_route_for(struct gs_thread *self, PyThreadState *attached);
 GS_HIDDEN const char *gs_rule_name(int rule);
@@ -104,7 +98,7 @@ static inline void gs_row_release(struct gs_row *r)
     /* Only now: drop_gil reads the interpreter (<= 3.12) or the state
      * (3.13) after unlocking the GIL (CPython gh-104341), so no one may
      * claim the row before SaveThread returns. Nothing else follows the
-     * call, which cannot be a tail call (README "Performance"). */
+     * call, which cannot be a tail call (docs/performance.md). */
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
@@ -154,36 +148,10 @@ struct gs_creator {
 };
 GS_HIDDEN extern GS_TLS struct gs_creator gs_tl_creator_info;
 
-/* --- GILSHIM_MODE=diagnose (diagnose.c): stock outcome, reported --- */
-GS_HIDDEN int gs_diagnose_ensure(const void *caller);
-GS_HIDDEN void gs_diagnose_release(int oldstate, const void *caller);
-/* An Ensure once the runtime finalizes (finalized: after Py_FinalizeEx). */
-GS_HIDDEN void gs_diagnose_late_ensure(const void *caller, int finalized);
-/* in's exit hook runs; self_counted: callbacks of the ending thread in it. */
-GS_HIDDEN void gs_diagnose_interp_ends(struct gs_interp *in, int self_counted);
-
-/* --- how calls reach the shim (gotpatch.c) --- */
-enum gs_redirect {
-    GS_REDIRECT_NONE = 0,       /* no CPython seen at load */
-    GS_REDIRECT_INTERPOSE = 1,  /* our exported names come first */
-    GS_REDIRECT_GOT = 2,        /* CPython's come first: import slots rewritten */
-    GS_REDIRECT_EXPLICIT = 3,   /* linked by an extension, not preloaded */
-};
-GS_HIDDEN int gs_redirect_method(void);
-/* Hidden aliases of the exported CPython names (interpose.c). */
-GS_HIDDEN int gs_entry_Ensure(void);
-GS_HIDDEN void gs_entry_Release(int);
-GS_HIDDEN void *gs_entry_GetThisThreadState(void);
-GS_HIDDEN int gs_entry_Check(void);
-GS_HIDDEN void *gs_entry_SaveThread(void);
-GS_HIDDEN void gs_entry_RestoreThread(void *);
-GS_HIDDEN void gs_entry_ThreadState_Delete(void *);
-GS_HIDDEN void gs_patch_loaded_objects(void);
-
-/* --- PEP 788 (guards.c, pep788.c; docs/pep788.md) --- */
+/* --- PEP 788 guards (guards.c; docs/pep788.md) --- */
 /* gs_interp.guards once the interpreter's end has passed its guards */
 #define GS_GUARDS_CLOSED UINTPTR_MAX
-/* A guard on in: 0, or GILSHIM_EGONE / GILSHIM_EFINALIZING. */
+/* A guard on in: 0, or -1 once in's end has passed its guards. */
 GS_HIDDEN int gs_guard_take(struct gs_interp *in);
 GS_HIDDEN void gs_guard_put(struct gs_interp *in);
 /* From in's exit hook, attached: wait, GIL released, until in has no
@@ -191,12 +159,6 @@ GS_HIDDEN void gs_guard_put(struct gs_interp *in);
 GS_HIDDEN void gs_guards_drain(struct gs_interp *in);
 /* The interpreter an open frame attached (for gilshim_ensure_guarded's). */
 GS_HIDDEN struct gs_interp *gs_frame_interp(const struct gs_frame *f);
-
-/* --- the explicit API (api.c), for pep788.c --- */
-/* The live entry of a view, or NULL with gilshim_last_error set. */
-GS_HIDDEN struct gs_interp *gs_resolve_view(gilshim_view v);
-/* Set gilshim_last_error; returns err. */
-GS_HIDDEN int gs_set_error(int err);
 
 /* --- lifecycle (lifecycle.c) --- */
 /* The generation in which main's exit hook and the runtime's Py_AtExit
@@ -222,13 +184,8 @@ GS_HIDDEN void gs_place_exit_hook(struct gs_interp *in);
 /* The fail-safe path of PyGILState_Ensure (no error channel). */
 GS_HIDDEN void gs_fail_safe(const char *why, const void *caller) __attribute__((noreturn));
 GS_HIDDEN void gs_lifecycle_init(void);
-/* Delete a tstate owned by another (idle) thread without disturbing the
- * calling thread's CPython TSS slot (the owner's is repaired through its
- * stale_tss mailbox). Caller is attached to the tstate's interpreter. */
-GS_HIDDEN void gs_delete_foreign_tstate(PyThreadState *t);
 /* PyThreadState_Delete as interposed: a row's tstate deleted by someone
  * else (cffi frees the states it kept alive for exited threads) marks the
  * row DEAD first, or is left to the shim if the row is in use. */
 GS_HIDDEN void gs_thread_state_delete(PyThreadState *t);
-
 #endif

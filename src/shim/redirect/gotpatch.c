@@ -7,7 +7,8 @@
  * For every loaded object but libgilshim and the object that defines the
  * names, each R_X86_64_JUMP_SLOT / R_X86_64_GLOB_DAT relocation against one
  * of the redirected names gets our function's address. Objects present at
- * start are patched from a constructor, later ones after our dlopen returns.
+ * start are patched at load (gs_redirect_init, from the entry layer's
+ * constructor), later ones after our dlopen returns.
  * A GOT inside PT_GNU_RELRO (full RELRO, -z now) is made writable for the
  * store and read-only again.
  *
@@ -15,7 +16,7 @@
  * R_AARCH64_ABS64 for GLOB_DAT-like data references; the walk is the same.
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "redirect.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -27,19 +28,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static const struct redirect {
-    const char *name;
-    void *to;
-} redirects[] = {
-    {"PyGILState_Ensure", (void *)gs_entry_Ensure},
-    {"PyGILState_Release", (void *)gs_entry_Release},
-    {"PyGILState_GetThisThreadState", (void *)gs_entry_GetThisThreadState},
-    {"PyGILState_Check", (void *)gs_entry_Check},
-    {"PyEval_SaveThread", (void *)gs_entry_SaveThread},
-    {"PyEval_RestoreThread", (void *)gs_entry_RestoreThread},
-    {"PyThreadState_Delete", (void *)gs_entry_ThreadState_Delete},
-};
-#define NREDIRECTS (sizeof redirects / sizeof *redirects)
+/* The entry layer's table (gs_redirect_init): set once at load. */
+static const struct gs_redirect_target *redirects;
+static size_t nredirects;
 
 static pthread_mutex_t g_patch_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int g_method = GS_REDIRECT_NONE;
@@ -113,7 +104,7 @@ static void patch_relocs(ElfW(Addr) base, const ElfW(Rela) *rel, size_t n, const
         const char *name = strtab + sym->st_name;
         if (name[0] != 'P' || name[1] != 'y')
             continue;
-        for (size_t k = 0; k < NREDIRECTS; k++)
+        for (size_t k = 0; k < nredirects; k++)
             if (!strcmp(name, redirects[k].name)) {
                 store((void **)(base + rel[i].r_offset), redirects[k].to, relro, relro_len);
                 break;
@@ -206,8 +197,10 @@ static int preloaded(const char *self_path)
  * preloaded; an extension that links libgilshim explicitly changes nothing
  * but its own calls.
  */
-__attribute__((constructor)) static void gs_redirect_init(void)
+void gs_redirect_init(const struct gs_redirect_target *targets, size_t n)
 {
+    redirects = targets;
+    nredirects = n;
     void *theirs = dlsym(RTLD_DEFAULT, "PyGILState_Ensure");
     if (!theirs)
         return;

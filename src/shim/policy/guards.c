@@ -13,7 +13,7 @@
  * still attach while the end waits for it.
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "policy.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,26 +23,21 @@
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_put_last = PTHREAD_COND_INITIALIZER;
 
-static int refused(void)
-{
-    return gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
-}
-
 int gs_guard_take(struct gs_interp *in)
 {
     uintptr_t n = atomic_load(&in->guards);
     do {
         if (n == GS_GUARDS_CLOSED)
-            return refused();
+            return -1;
     } while (!atomic_compare_exchange_weak(&in->guards, &n, n + 1));
     /* An interpreter whose exit hook has not run is never CLOSED: its
-     * entry's state and the runtime's tell whether it has gone. */
-    if (atomic_load(&in->state) != GS_ALIVE || in->generation != gs_generation() ||
-        gs_runtime_finalizing()) {
+     * entry's state tells whether it has gone (every entry is DEAD once
+     * the runtime has; main's hook CLOSES every live one first). */
+    if (atomic_load(&in->state) != GS_ALIVE || in->generation != gs_generation()) {
         gs_guard_put(in);
-        return refused();
+        return -1;
     }
-    return GILSHIM_OK;
+    return 0;
 }
 
 void gs_guard_put(struct gs_interp *in)
@@ -116,4 +111,13 @@ void gs_guards_drain(struct gs_interp *in)
     if (warned)
         gs_log(GS_LOG_WARN, "interpreter %lld ends: its last guard was closed after %ld ms",
                (long long)in->id, now_ms() - start);
+}
+
+struct gs_interp *gs_frame_interp(const struct gs_frame *f)
+{
+    if (f->row)
+        return f->row->interp;
+    /* NESTED, REATTACH, or a SWITCH back to a state held lower down: the
+     * frame's state is open, so its interpreter is alive */
+    return gs_interp_find_ptr(py.ThreadState_GetInterpreter(f->tstate));
 }

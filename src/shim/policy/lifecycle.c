@@ -8,7 +8,7 @@
  * and Py_AtExit (runs last in Py_FinalizeEx) closes the runtime generation.
  */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "policy.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -24,96 +24,6 @@ static _Atomic uint64_t g_atexit_ok;  /* generation whose runtime_exit is regist
 _Atomic uint64_t gs_hooks_armed;
 
 
-/*
- * CPython's gilstate TSS slot: a pthread key ("autoTSSkey") through 3.14,
- * a thread-local word of libpython (_Py_tss_gilstate) from 3.15. Deleting
- * a thread state that another thread's slot points to leaves that slot
- * dangling, and on 3.12+ PyThreadState_Delete also clears the *calling*
- * thread's slot. Neither is exported, so find it once: the only key, or
- * the only word of libpython's thread-local block, whose value on this
- * thread is the thread state CPython reports as this thread's. A word is
- * looked for only while nothing is attached, since the attached-state word
- * then holds the same state.
- */
-pthread_key_t gs_tss_key;
-_Atomic int gs_tss_key_state;
-static long g_word_off;
-static _Atomic int g_word_tries;
-static GS_TLS void **tl_word;
-
-void **gs_tss_word(void)
-{
-    if (__builtin_expect(tl_word != NULL, 1))
-        return tl_word;
-    size_t size;
-    char *block = gs_py_tls_block(&size);
-    return block ? (tl_word = (void **)(block + g_word_off)) : NULL;
-}
-
-static void not_identified(int n)
-{
-    atomic_store(&gs_tss_key_state, 2);
-    gs_log(GS_LOG_INFO, "CPython's thread-state %s not identified (%d candidates); "
-           "threads whose cached state an interpreter end deletes keep a stale slot",
-           py.port->gilstate_in_tls ? "word" : "key", n);
-}
-
-static void discover_tss_word_of(void *mine)
-{
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    size_t size = 0;
-    char *block;
-    if (py.UncheckedGet() || !(block = gs_py_tls_block(&size)))
-        return;  /* not now: another try on a later call */
-    pthread_mutex_lock(&lock);
-    if (!atomic_load(&gs_tss_key_state)) {
-        int n = 0;
-        size_t found = 0;
-        for (size_t o = 0; o + sizeof(void *) <= size; o += sizeof(void *))
-            if (*(void *const *)(block + o) == mine) {
-                found = o;
-                n++;
-            }
-        if (n == 1) {
-            g_word_off = (long)found;
-            atomic_store(&gs_tss_key_state, 1);
-        } else if (atomic_fetch_add(&g_word_tries, 1) >= 16) {
-            not_identified(n);
-        }
-    }
-    pthread_mutex_unlock(&lock);
-}
-
-static void discover_tss_key_of(void *mine)
-{
-    if (atomic_load(&gs_tss_key_state) || !mine)
-        return;
-    if (py.port->gilstate_in_tls) {
-        discover_tss_word_of(mine);
-        return;
-    }
-    int found = -1, n = 0;
-    for (int k = 0; k < 1024; k++)
-        if (pthread_getspecific((pthread_key_t)k) == mine) {
-            found = k;
-            n++;
-        }
-    if (n == 1) {
-        gs_tss_key = (pthread_key_t)found;
-        atomic_store(&gs_tss_key_state, 1);
-    } else {
-        not_identified(n);
-    }
-}
-
-PyThreadState *gs_tss_get_slow(void)
-{
-    PyThreadState *mine = py.GILState_GetThisThreadState();
-    /* the first thread seen with a bound state finds the key for all */
-    discover_tss_key_of(mine);
-    return mine;
-}
-
 void gs_fix_stale_tss(struct gs_thread *self)
 {
     atomic_store(&self->stale_tss, NULL);
@@ -128,104 +38,86 @@ void gs_fix_stale_tss(struct gs_thread *self)
     gs_row_prune(self);
 }
 
-/*
- * The slot read in memory, for the fast paths: on 3.12+ reading it is the
- * one check left on the way to a cached state (rule 2 must see a state the
- * thread bound there itself), and pthread_getspecific is a call. glibc keeps
- * a thread's first 32 key values in its descriptor (pthread_self()) and
- * publishes where, for libthread_db: the _thread_db_* descriptors gdb reads
- * thread-specific data with ({size in bits, count, offset} each). The
- * layout is checked on the shim's own key, whose value is known, before it
- * is used. The key's sequence number is not checked, so a value left from
- * a deleted key reads as still set: that only sends the call to the
- * general path, which reads the slot properly (ensure_row_tss).
- */
-static _Atomic int g_slot_state;  /* 0 unknown, 1 usable, 2 not */
-static size_t g_specific_off, g_block_keys, g_stride, g_data_off;
+/* --- diagnose mode's strategy, installed by the entry layer at load
+ * (policy.h): the policy reports through it, never naming the mode --- */
+static const struct gs_mode_ops *_Atomic g_diagnose;
 
-static void *const *slot_of(pthread_key_t key)
-{
-    if (key >= g_block_keys)
-        return NULL;  /* not in the descriptor's own first block */
-    char *const *level1 = (char *const *)((char *)pthread_self() + g_specific_off);
-    return level1[0] ? (void *const *)(level1[0] + key * g_stride + g_data_off) : NULL;
-}
+void gs_set_diagnose_ops(const struct gs_mode_ops *ops) { atomic_store(&g_diagnose, ops); }
 
-/* 1 if the layout checks out, -1 if it cannot, 0 if it cannot be told yet
- * (the values it could be checked on are out of the first block, or NULL). */
-static int slot_layout(struct gs_thread *self)
+const struct gs_mode_ops *gs_diagnose_ops_installed(void) { return atomic_load(&g_diagnose); }
+
+/* --- the interpreters the shim knows, and which fast paths may run --- */
+
+static _Atomic(struct gs_interp *) g_main;
+
+_Atomic int gs_hot = -1;
+
+__attribute__((noinline)) int gs_hot_slow(void)
 {
-    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    const uint32_t *spec = libc ? dlsym(libc, "_thread_db_pthread_specific") : NULL;
-    const uint32_t *l2 = libc ? dlsym(libc, "_thread_db_pthread_key_data_level2_data") : NULL;
-    const uint32_t *data = libc ? dlsym(libc, "_thread_db_pthread_key_data_data") : NULL;
-    if (!spec || !l2 || !data || data[0] != 8 * sizeof(void *) || !l2[0] || l2[0] % 8 || !l2[1])
-        return -1;
-    g_specific_off = spec[2];
-    g_block_keys = l2[1];
-    g_stride = l2[0] / 8;
-    g_data_off = data[2];
-    /* a key whose value is known and not NULL: the shim's own (its
-     * record), else CPython's if it is set */
-    pthread_key_t key;
-    void *value = self;
-    if (!gs_thread_key(&key) || key >= g_block_keys || pthread_getspecific(key) != value) {
-        key = gs_tss_key;
-        value = pthread_getspecific(key);
-        if (key >= g_block_keys)
-            return -1;
-        if (!value)
-            return 0;
+    int s = gs_py_state();
+    if (s == GS_PY_UNKNOWN && (s = gs_py_resolve()) == GS_PY_PRESENT)
+        gs_lifecycle_init();
+    const struct gs_config *c = gs_config();
+    int hot = (s == GS_PY_PRESENT ? c->mode : GS_MODE_OFF) |
+              (c->log_level >= GS_LOG_DEBUG ? GS_HOT_DEBUG : 0);
+    /* Not final while CPython is unresolved or the configuration is still
+     * being read (a re-entrant call sees the defaults). */
+    if (s != GS_PY_UNKNOWN && gs_config_final()) {
+        atomic_store_explicit(&gs_hot, hot, memory_order_release);
+        gs_fast_refresh();
     }
-    void *const *slot = slot_of(key);
-    return slot && *slot == value ? 1 : -1;
+    return hot;
 }
 
-int gs_reads_tss_directly(void)
+/* gs_fast: see policy.h. Its inputs change a handful of times in a process;
+ * each change refreshes it, one refresh at a time, so the last refresh
+ * has seen every change. */
+_Atomic int gs_fast;
+
+void gs_fast_refresh(void)
 {
-    if (gs_py_state() == GS_PY_PRESENT && py.port->gilstate_in_tls)
-        return atomic_load(&gs_tss_key_state) == 1;
-    return atomic_load(&g_slot_state) == 1;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    int hot = atomic_load(&gs_hot);
+    int track = hot >= 0 && (hot & ~GS_HOT_DEBUG) != GS_MODE_OFF;
+    int route = hot == GS_MODE_ROUTE;
+    int rows = route && !gs_runtime_finalizing() && atomic_load(&gs_hooks_armed) == gs_generation();
+    atomic_store(&gs_fast, (track ? GS_FAST_TRACK : 0) | (route ? GS_FAST_NEST : 0) |
+                               (rows ? GS_FAST_ROW : 0));
+    pthread_mutex_unlock(&lock);
 }
 
-void gs_learn_tss_slot(struct gs_thread *self)
+struct gs_interp *gs_main_interp(void)
 {
-    self->tss_slot = NULL;  /* the key may have changed since */
-    int s = atomic_load_explicit(&g_slot_state, memory_order_acquire);
-    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1)
-        return;
-    if (py.port->gilstate_in_tls) {
-        self->tss_slot = (void *const *)gs_tss_word();
-        return;
-    }
-    if (s == 2)
-        return;
-    if (s == 0) {
-        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-        pthread_mutex_lock(&lock);
-        if (!(s = atomic_load(&g_slot_state))) {
-            int k = slot_layout(self);
-            s = k > 0 ? 1 : k < 0 ? 2 : 0;
-            atomic_store_explicit(&g_slot_state, s, memory_order_release);
-            if (s == 2)
-                gs_log(GS_LOG_INFO, "glibc's thread-specific data layout not identified; "
-                       "CPython's TSS slot is read with pthread_getspecific");
-        }
-        pthread_mutex_unlock(&lock);
-    }
-    void *const *slot;
-    if (s == 1 && (slot = slot_of(gs_tss_key)) && *slot == pthread_getspecific(gs_tss_key))
-        self->tss_slot = slot;
+    struct gs_interp *e = atomic_load_explicit(&g_main, memory_order_acquire);
+    if (__builtin_expect(e && e->generation == gs_generation(), 1))
+        return e;
+    PyInterpreterState *ip = py.InterpreterState_Main();
+    if (!ip)
+        return NULL;
+    e = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
+    atomic_store_explicit(&g_main, e, memory_order_release);
+    return e;
 }
 
-void gs_delete_foreign_tstate(PyThreadState *t)
+struct gs_interp *gs_interp_of(PyThreadState *t, int attached)
 {
-    int have_key = atomic_load(&gs_tss_key_state) == 1;
-    void *saved = have_key ? gs_tss_read() : NULL;
-    py.ThreadState_Clear(t);
-    py.ThreadState_Delete(t);
-    if (have_key && saved != (void *)t && gs_tss_read() != saved)
-        gs_tss_write(saved);
+    PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
+    struct gs_interp *in = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
+    if (in && attached && !in->hook_registered)
+        gs_place_exit_hook(in);
+    return in;
+}
+
+/* An entry whose exit hook is not in place yet may describe an interpreter
+ * that has ended since (it was learnt from a creating thread that was not
+ * attached). Check CPython's own list before the first use. */
+int gs_interp_listed(struct gs_interp *in)
+{
+    for (PyInterpreterState *ip = py.InterpreterState_Head(); ip; ip = py.InterpreterState_Next(ip))
+        if (ip == in->ptr)
+            return py.InterpreterState_GetID(ip) == in->id;
+    return 0;
 }
 
 /* --- thread states deleted by others ---
@@ -328,14 +220,14 @@ static long now_ms(void)
 static void sweep(struct gs_interp *in)
 {
     atomic_store(&in->state, GS_ENDING);
-    if (gs_config()->mode == GS_MODE_DIAGNOSE) {
+    if (gs_config()->mode == GS_MODE_DIAGNOSE && gs_diagnose_ops_installed()) {
         struct gs_thread *me = gs_thread_peek();
         int mine = 0;
         for (size_t i = 0; me && i < me->depth; i++) {
             struct gs_frame *f = gs_frame_at(me, i);
             mine += f && f->counted == in;
         }
-        gs_diagnose_interp_ends(in, mine);
+        gs_diagnose_ops_installed()->interp_ends(in, mine);
     }
     long deadline = now_ms() + gs_config()->drain_ms;
     size_t deleted = 0;

@@ -3,7 +3,7 @@
  * and a process without Python only ever pays one failed dlsym. */
 #define _GNU_SOURCE
 #include "cpython.h"
-#include "shim.h"
+#include "../../registry/registry.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -106,7 +106,7 @@ static int cur_region_init(void)
     struct tls_size ts = {lm->l_addr, 0};
     dl_iterate_phdr(tls_size_of, &ts);
     /* the executable itself when CPython is linked into it */
-    g_py_handle = dlopen(lm->l_name && lm->l_name[0] ? lm->l_name : NULL, RTLD_LAZY | RTLD_NOLOAD);
+    g_py_handle = gs_real_dlopen(lm->l_name && lm->l_name[0] ? lm->l_name : NULL, RTLD_LAZY | RTLD_NOLOAD);
     if (!g_py_handle || !ts.size)
         return 0;
     g_region_size = ts.size;
@@ -227,6 +227,15 @@ static int in_self(void *p)
     return me.dli_fbase == it.dli_fbase;
 }
 
+void *gs_real_dlopen(const char *file, int mode)
+{
+    static void *(*_Atomic real)(const char *, int);
+    void *(*fn)(const char *, int) = atomic_load(&real);
+    if (!fn && (fn = (void *(*)(const char *, int))gs_real_symbol("dlopen")))
+        atomic_store(&real, fn);
+    return fn ? fn(file, mode) : NULL;
+}
+
 void *gs_real_symbol(const char *name)
 {
     void *p = dlsym(RTLD_NEXT, name);
@@ -330,7 +339,6 @@ int gs_py_resolve(void)
     py.port = port;
     py.thread_id_offset = port->shared_current ? port->thread_id_offset : 0;
     py.minor = minor;
-    gs_lifecycle_init();
     atomic_store_explicit(&g_state, GS_PY_PRESENT, memory_order_release);
     return GS_PY_PRESENT;
 }

@@ -2,8 +2,11 @@
  * gilshim_last_error) instead of taking the interposed Ensure's fail-safe
  * path: a caller of this API can handle them. */
 #define _GNU_SOURCE
-#include "../../include/gilshim.h"
-#include "shim.h"
+#include "../../../include/gilshim.h"
+#include "../modes/diagnose.h"
+#include "../policy/policy.h"
+#include "../redirect/redirect.h"
+#include "entry.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -22,8 +25,8 @@ int gs_set_error(int err) { return fail(err); }
 static int ready(void)
 {
     int s = gs_py_state();
-    if (s == GS_PY_UNKNOWN)
-        s = gs_py_resolve();
+    if (s == GS_PY_UNKNOWN && (s = gs_py_resolve()) == GS_PY_PRESENT)
+        gs_lifecycle_init();
     return s == GS_PY_PRESENT && py.IsInitialized();
 }
 

@@ -5,7 +5,7 @@
  * Every variable is read through setting(), and none in secure-execution
  * mode (docs/security.md). */
 #define _GNU_SOURCE
-#include "shim.h"
+#include "base.h"
 
 #include <dlfcn.h>
 #include <errno.h>
