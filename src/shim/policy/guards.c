@@ -22,6 +22,10 @@
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_put_last = PTHREAD_COND_INITIALIZER;
+/* Enders waiting: a last guard closed wakes them only if there are any
+ * (seq_cst both sides: an ender counted before its check fails is seen,
+ * one counted later sees the count at zero). */
+static _Atomic int g_waiters;
 
 int gs_guard_take(struct gs_interp *in)
 {
@@ -42,7 +46,7 @@ int gs_guard_take(struct gs_interp *in)
 
 void gs_guard_put(struct gs_interp *in)
 {
-    if (atomic_fetch_sub(&in->guards, 1) == 1) {
+    if (atomic_fetch_sub(&in->guards, 1) == 1 && atomic_load(&g_waiters)) {
         /* under the lock: the ender cannot be between its check and its wait */
         pthread_mutex_lock(&g_lock);
         pthread_cond_broadcast(&g_put_last);
@@ -88,6 +92,7 @@ void gs_guards_drain(struct gs_interp *in)
     /* Holders need this GIL to attach, and to finish what they hold it for. */
     PyThreadState *me = py.SaveThread();
     pthread_mutex_lock(&g_lock);
+    atomic_fetch_add(&g_waiters, 1);
     while (!close_if_none(in)) {
         if (!warned && now_ms() >= warn_at) {
             uintptr_t n = atomic_load(&in->guards);
@@ -106,6 +111,7 @@ void gs_guards_drain(struct gs_interp *in)
         }
         wait_a_while();
     }
+    atomic_fetch_sub(&g_waiters, 1);
     pthread_mutex_unlock(&g_lock);
     py.RestoreThread(me);
     if (warned)
