@@ -83,6 +83,7 @@ BENCH_RUNS ?= 3
 bench: $(LIB)
 	tests/run-bench.sh $(BENCH_RUNS)
 	$(SID) tests/run-bench.sh $(BENCH_RUNS)
+	$(SID) tests/run-bench-pep788.sh $(BENCH_RUNS)
 # All four, briefly: what CI runs after make test. valgrind on 3.14 in
 # the sid root reports, in some runs, one thread state made by gilshim and
 # never freed (docs/testing.md): open, so CI runs valgrind on the
