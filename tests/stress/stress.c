@@ -6,8 +6,9 @@
  *
  * Checked: every callback runs in the interpreter it was meant for; every
  * Ensure that succeeded is matched by one completed callback and Release
- * (count in = count out); a refused gilshim_ensure says why, and only for
- * an interpreter that is ending or a runtime that is finalizing.
+ * (count in = count out); a refused gilshim_ensure (or
+ * gilshim_ensure_guarded, one call in three) says why, and only for an
+ * interpreter that is ending or a runtime that is finalizing.
  *
  *   stress [SECONDS [PACE_US]]   default 2 s; PACE_US: a pause after each
  *                                callback (under valgrind, whose one-thread-
@@ -119,7 +120,9 @@ static void explicit_loop(struct worker *w)
     for (long n = 0;; n++) {
         int k = (int)((w->index / 2 + n) % NSLOTS);
         gilshim_view v = n % 5 == 4 ? main_view : slot_view(k);
-        gilshim_token *t = gilshim_ensure(v);
+        /* one in three holds a guard until its release (PEP 788's
+         * EnsureFromView): the end waits for it, unbounded */
+        gilshim_token *t = n % 3 == 1 ? gilshim_ensure_guarded(v) : gilshim_ensure(v);
         if (!t) {
             int e = gilshim_last_error();
             w->last_error = e;
