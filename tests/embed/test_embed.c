@@ -444,6 +444,127 @@ Test(embed, explicit_ensure_switches_and_restores_legacy) { explicit_switch(0); 
 Test(embed, explicit_ensure_switches_and_restores_own_gil) { explicit_switch(1); }
 #endif
 
+/* A foreign thread goes back into an interpreter it switched away from:
+ * gilshim_ensure(sub), (main), (sub) again. The last one attaches the
+ * very state the first one did (its row is held lower on the stack), and
+ * each release puts back what its ensure found. Then the same from inside
+ * a GIL-released region of main. */
+struct back_job {
+    gilshim_view sub, main;
+    PyThreadState *first, *main_state, *again, *after_inner, *after_switch, *in_region;
+    char again_in[32], region_in[32];
+};
+
+static void *back_job_main(void *p)
+{
+    struct back_job *b = p;
+    struct seen s;
+    gilshim_token *t1 = gilshim_ensure(b->sub);
+    if (!t1)
+        return NULL;
+    b->first = PyThreadState_Get();
+    gilshim_token *t2 = gilshim_ensure(b->main);
+    b->main_state = PyThreadState_Get();
+    gilshim_token *t3 = gilshim_ensure(b->sub);
+    if (t3) {
+        b->again = PyThreadState_Get();
+        probe(&s);
+        snprintf(b->again_in, sizeof b->again_in, "%s", s.marker);
+        gilshim_release(t3);
+    }
+    b->after_inner = PyThreadState_Get();
+    PyThreadState *saved = PyEval_SaveThread();
+    gilshim_token *t4 = gilshim_ensure(b->sub);
+    if (t4) {
+        b->in_region = PyThreadState_Get();
+        probe(&s);
+        snprintf(b->region_in, sizeof b->region_in, "%s", s.marker);
+        gilshim_release(t4);
+    }
+    PyEval_RestoreThread(saved);
+    gilshim_release(t2);
+    b->after_switch = PyThreadState_Get();
+    gilshim_release(t1);
+    return NULL;
+}
+
+Test(embed, explicit_ensure_back_into_a_state_held_lower)
+{
+    PyThreadState *sub = new_sub(HAVE_OWN_GIL, "sub");
+    struct back_job b = {.sub = gilshim_view_current(), .main = gilshim_view_main()};
+    test_switch_to(main_ts);
+    pthread_t th;
+    cr_assert(pthread_create(&th, NULL, back_job_main, &b) == 0);
+    PyThreadState *me = PyEval_SaveThread();
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(me);
+    cr_assert_not_null(b.first, "%s", gilshim_strerror(gilshim_last_error()));
+    cr_assert_not_null(b.again, "gilshim_ensure back into the sub-interpreter refused");
+    cr_assert_str_eq(b.again_in, "sub");
+    cr_assert_eq(b.again, b.first, "the state the first ensure attached, not a new one");
+    cr_assert_eq(b.after_inner, b.main_state);
+    cr_assert_not_null(b.in_region, "gilshim_ensure from a GIL-released region refused");
+    cr_assert_str_eq(b.region_in, "sub");
+    cr_assert_eq(b.in_region, b.first);
+    cr_assert_eq(b.after_switch, b.first, "back to exactly the first state");
+    sub_gone(sub, HAVE_OWN_GIL);
+}
+
+/* Guards through the gilshim API: taken and closed on any thread, an
+ * ensure through one, and what refuses one. (An end waiting for a guard:
+ * tests/pep788.) */
+static void *guard_job_main(void *p)
+{
+    gilshim_guard *g = p;
+    gilshim_token *t = gilshim_guard_ensure(g);
+    struct seen s = {0};
+    if (t) {
+        probe(&s);
+        gilshim_release(t);
+    }
+    gilshim_guard_close(g);
+    return strcmp(s.marker, "sub") ? NULL : p;
+}
+
+Test(embed, guards_taken_used_closed_and_refused)
+{
+    cr_assert_null(gilshim_guard_ensure(NULL));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EINVAL);
+    gilshim_guard_close(NULL);
+    PyThreadState *sub = new_sub(0, "sub");
+    gilshim_view v = gilshim_view_current();
+    gilshim_guard *g = gilshim_guard_current();
+    cr_assert_not_null(g, "%s", gilshim_strerror(gilshim_last_error()));
+    gilshim_guard *g2 = gilshim_guard_from_view(v);
+    cr_assert_not_null(g2);
+    test_switch_to(main_ts);
+    pthread_t th;
+    void *ran_in_sub;
+    cr_assert(pthread_create(&th, NULL, guard_job_main, g) == 0);
+    PyThreadState *me = PyEval_SaveThread();
+    pthread_join(th, &ran_in_sub);
+    PyEval_RestoreThread(me);
+    cr_assert_not_null(ran_in_sub, "a thread's ensure through the guard ran in the sub-interpreter");
+    /* guarded: the release closes the guard it took */
+    gilshim_token *t = gilshim_ensure_guarded(v);
+    cr_assert_not_null(t);
+    struct seen s;
+    probe(&s);
+    cr_assert_str_eq(s.marker, "sub");
+    gilshim_release(t);
+    cr_assert_eq(PyThreadState_Get(), main_ts);
+    gilshim_guard_close(g2);
+    sub_gone(sub, 0);  /* no guard left open: it does not wait */
+    cr_assert_null(gilshim_guard_from_view(v));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EGONE);
+    cr_assert_null(gilshim_ensure_guarded(v));
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EGONE);
+    PyThreadState *detached = PyEval_SaveThread();
+    cr_assert_null(gilshim_guard_current(), "nothing attached");
+    cr_assert_eq(gilshim_last_error(), GILSHIM_EINVAL);
+    PyEval_RestoreThread(detached);
+}
+
 /* One foreign thread, gilshim_ensure into each of 10 interpreters in turn:
  * ids 0-9 in a fresh process, so two pairs share a slot of the shim's
  * per-thread view cache. */
