@@ -3,7 +3,9 @@
 # by tests/pep788/test_pep788.py) on every CPython of tests/pythons.sh:
 #   3.9-3.14  through <gilshim/pep788.h>: gilshim `make install`ed into a
 #             scratch prefix, the example built with pkg-config, run without
-#             LD_PRELOAD, then again with libgilshim also preloaded;
+#             LD_PRELOAD (GILSHIM_DRAIN_MS=100: the end's wait for a guard is
+#             reported, in the JSON schema), then again with libgilshim also
+#             preloaded;
 #   3.15+     the same source built without gilshim and run on CPython
 #             alone, which holds the test itself to 3.15's behaviour, then
 #             again with libgilshim preloaded; and <gilshim/pep788.h> is
@@ -68,14 +70,24 @@ for cfg in $PYTHONS; do
         done
         cmp -s "$tmp/a.i" "$tmp/b.i" || st=1
         ok_if "Python.h with and without <gilshim/pep788.h> preprocess to the same text" $st
-        ! ldd "$so" | grep -q gilshim
-        ok_if "the example links no libgilshim" $?
+        st=0
+        ! ldd "$so" | grep -q gilshim || st=1
+        ok_if "the example links no libgilshim" $st
         run "CPython $ver ($py): CPython's own PEP 788, no gilshim" env -u LD_PRELOAD "$py" tests/pep788/test_pep788.py "$out"
         run "CPython $ver ($py): CPython's own PEP 788, gilshim preloaded" tools/inject.sh "$py" tests/pep788/test_pep788.py "$out"
     else
-        ldd "$so" | grep -q "$prefix/lib/libgilshim.so.0"
-        ok_if "CPython $ver: the example links the installed libgilshim" $?
-        run "CPython $ver ($py): <gilshim/pep788.h>, explicit linking" env -u LD_PRELOAD "$py" tests/pep788/test_pep788.py "$out"
+        st=0
+        ldd "$so" | grep -q "$prefix/lib/libgilshim.so.0" || st=1
+        ok_if "CPython $ver: the example links the installed libgilshim" $st
+        # the worker of check 3 holds its guard 300 ms: past GILSHIM_DRAIN_MS=100, said so
+        rm -f "$tmp/guard.log"
+        run "CPython $ver ($py): <gilshim/pep788.h>, explicit linking" env -u LD_PRELOAD \
+            GILSHIM_DRAIN_MS=100 GILSHIM_LOG="$tmp/guard.log" GILSHIM_LOG_FORMAT=json \
+            "$py" tests/pep788/test_pep788.py "$out"
+        st=0
+        "$py" tests/e2e/check_report.py --events "$tmp/guard.log" guard_wait message >"$tmp/report" 2>&1 || st=1
+        [ $st = 0 ] || cat "$tmp/report"
+        ok_if "CPython $ver: the end waiting past GILSHIM_DRAIN_MS for the guard says so (guard_wait, message)" $st
         run "CPython $ver ($py): <gilshim/pep788.h>, explicit linking, gilshim also preloaded" tools/inject.sh "$py" tests/pep788/test_pep788.py "$out"
     fi
 done

@@ -26,6 +26,7 @@ MEMBERS = {
     "release_mismatch": {"site"},
     "unbalanced_exit": {"open", "site"},
     "ended_in_flight": {"interpreter", "in_flight"},
+    "guard_wait": {"interpreter", "guards"},
     "ensure_after_finalize": {"site"},
     "ensure_while_finalizing": {"site"},
     "token_misuse": set(),
@@ -106,6 +107,9 @@ def check_event(n, e):
     elif ev == "ended_in_flight":
         need(is_int(e.get("interpreter"), 0) and is_int(e.get("in_flight"), 1),
              f"line {n}: interpreter {e.get('interpreter')!r} in_flight {e.get('in_flight')!r}")
+    elif ev == "guard_wait":
+        need(is_int(e.get("interpreter"), 0) and is_int(e.get("guards"), 1),
+             f"line {n}: interpreter {e.get('interpreter')!r} guards {e.get('guards')!r}")
 
 
 def read(log):
