@@ -83,12 +83,9 @@ BENCH_RUNS ?= 3
 bench: $(LIB)
 	tests/run-bench.sh $(BENCH_RUNS)
 	$(SID) tests/run-bench.sh $(BENCH_RUNS)
-# All four, briefly: what CI runs after make test. valgrind on 3.14 in
-# the sid root reports, in some runs, one thread state made by gilshim and
-# never freed (docs/testing.md): open, so CI runs valgrind on the
-# host's CPythons and asan/tsan on all.
+# All four, briefly: what CI runs after make test.
 sanitize:
-	$(MAKE) asan tsan valgrind STRESS_SECONDS=2 VALGRIND_SID=0
+	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
 
 # CPython's own regression suites (test_threading, test_capi, the
 # sub-interpreter suites...) stock and with the shim preloaded, compared test
