@@ -77,19 +77,17 @@ valgrind: $(LIB)
 	WERROR=$(WERROR) tests/run-stress.sh valgrind $(STRESS_SECONDS)
 	$(if $(filter 0,$(VALGRIND_SID)),@echo "valgrind: 3.14/3.15 not run (VALGRIND_SID=0)",WERROR=$(WERROR) $(SID) tests/run-stress.sh valgrind $(STRESS_SECONDS))
 # Issue 6's ratios per CPython, measured side by side, then callgrind
-# instruction counts (tests/run-bench.sh). About 5 minutes; BENCH_RUNS
-# processes per side, BENCH_IR=0 skips callgrind.
+# instruction counts (tests/run-bench.sh); then CPython 3.15's own PEP 788
+# cycle against gilshim's (tests/run-bench-pep788.sh, docs/pep788.md). About
+# 5 minutes; BENCH_RUNS processes per side, BENCH_IR=0 skips callgrind.
 BENCH_RUNS ?= 3
 bench: $(LIB)
 	tests/run-bench.sh $(BENCH_RUNS)
 	$(SID) tests/run-bench.sh $(BENCH_RUNS)
 	$(SID) tests/run-bench-pep788.sh $(BENCH_RUNS)
-# All four, briefly: what CI runs after make test. valgrind on 3.14 in
-# the sid root reports, in some runs, one thread state made by gilshim and
-# never freed (docs/testing.md): open, so CI runs valgrind on the
-# host's CPythons and asan/tsan on all.
+# All four, briefly: what CI runs after make test.
 sanitize:
-	$(MAKE) asan tsan valgrind STRESS_SECONDS=2 VALGRIND_SID=0
+	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
 
 # CPython's own regression suites (test_threading, test_capi, the
 # sub-interpreter suites...) stock and with the shim preloaded, compared test

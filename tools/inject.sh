@@ -34,7 +34,7 @@ made from a foreign thread runs in the interpreter that owns it.
   -h, --help            print this help
 
 Exit status: COMMAND's; 2 usage error; 127 library or COMMAND not found;
-with --check, 3 not CPython 3.9-3.14, 4 the shim is not loaded in it.
+with --check, 3 not CPython 3.9-3.15, 4 the shim is not loaded in it.
 END
 }
 
