@@ -19,6 +19,8 @@
 
 #if PY_VERSION_HEX < 0x030F0000
 
+#include <stdlib.h>
+
 #include "../gilshim.h"
 
 #ifdef __cplusplus
@@ -30,8 +32,8 @@ typedef struct PyInterpreterView PyInterpreterView;
 typedef void PyThreadStateToken;
 
 /* A view is a gilshim_view (interpreter id + runtime generation) in a
- * box: PyMem_RawMalloc works with or without a thread state, and
- * whenever the runtime is. A guard is a gilshim_guard. */
+ * box from malloc: made and freed with or without a thread state, and
+ * whether the runtime is there or not. A guard is a gilshim_guard. */
 struct PyInterpreterView {
     gilshim_view gilshim_view_;
 };
@@ -85,7 +87,7 @@ static inline PyInterpreterView *PyInterpreterView_FromCurrent(void)
         gilshim_pep788_raise_("no current interpreter");
         return NULL;
     }
-    view = (PyInterpreterView *)PyMem_RawMalloc(sizeof *view);
+    view = (PyInterpreterView *)malloc(sizeof *view);
     if (!view) {
         PyErr_NoMemory();
         return NULL;
@@ -102,7 +104,7 @@ static inline PyInterpreterView *PyInterpreterView_FromMain(void)
     PyInterpreterView *view;
     if (main_view.id < 0)
         return NULL;
-    view = (PyInterpreterView *)PyMem_RawMalloc(sizeof *view);
+    view = (PyInterpreterView *)malloc(sizeof *view);
     if (view)
         view->gilshim_view_ = main_view;
     return view;
@@ -111,7 +113,7 @@ static inline PyInterpreterView *PyInterpreterView_FromMain(void)
 /* Any thread, attached or not. */
 static inline void PyInterpreterView_Close(PyInterpreterView *view)
 {
-    PyMem_RawFree(view);
+    free(view);
 }
 
 /* Attach the calling thread to the guard's interpreter, whatever it holds
