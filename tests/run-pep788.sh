@@ -79,6 +79,32 @@ for cfg in $PYTHONS; do
         st=0
         ldd "$so" | grep -q "$prefix/lib/libgilshim.so.0" || st=1
         ok_if "CPython $ver: the example links the installed libgilshim" $st
+        # every name, in C under the limited API of 3.9, and in C++
+        cat >"$tmp/names.c" <<'C'
+#include <Python.h>
+#include <gilshim/pep788.h>
+int names(void);
+int names(void)
+{
+    PyInterpreterView *v = PyInterpreterView_FromMain(), *c = PyInterpreterView_FromCurrent();
+    PyInterpreterGuard *g = PyInterpreterGuard_FromView(v), *h = PyInterpreterGuard_FromCurrent();
+    PyThreadStateToken *t = PyThreadState_EnsureFromView(c), *u = PyThreadState_Ensure(g);
+    PyThreadState_Release(u);
+    PyThreadState_Release(t);
+    PyInterpreterGuard_Close(h);
+    PyInterpreterGuard_Close(g);
+    PyInterpreterView_Close(c);
+    PyInterpreterView_Close(v);
+    return 0;
+}
+C
+        cp "$tmp/names.c" "$tmp/names.cpp"
+        st=0
+        cc -std=c99 -Wall -Wextra -pedantic -Werror -DPy_LIMITED_API=0x03090000 -fsyntax-only \
+            $($cfg --includes) $(pkg-config --cflags gilshim) "$tmp/names.c" || st=1
+        c++ -std=c++11 -Wall -Wextra -Werror -fsyntax-only $($cfg --includes) \
+            $(pkg-config --cflags gilshim) "$tmp/names.cpp" || st=1
+        ok_if "CPython $ver: <gilshim/pep788.h> builds with Py_LIMITED_API=3.9 (C99) and as C++11" $st
         # the worker of check 3 holds its guard 300 ms: past GILSHIM_DRAIN_MS=100, said so
         rm -f "$tmp/guard.log"
         run "CPython $ver ($py): <gilshim/pep788.h>, explicit linking" env -u LD_PRELOAD \
