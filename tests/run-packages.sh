@@ -202,6 +202,19 @@ library: /usr/lib/$triplet/libgilshim.so.0" "$($run gilshim --version 2>&1)"
     esac
     expect "$where: legacy extension, no LD_PRELOAD: callback in the sub-interpreter" \
         "callback in 2 by explicit linking" "$($run timeout 60 "$py" "$work/legacy_probe.py" "$work/legacy_ext" 2>&1)"
+    # The PEP 788 example, in its own folder of the examples, the same way.
+    got=$($run sh -c "
+        set -e
+        mkdir -p $work/pep788_ext && cd $work/pep788_ext
+        cp /usr/share/doc/libgilshim-dev/examples/pep788_ext/* .
+        make -s PYTHON_CONFIG=$py-config PYTHON=$py
+        ls pep788_ext*.so" 2>&1) || true
+    case $got in
+        *pep788_ext*.so) ok "$where: examples/pep788_ext built with pkg-config --cflags --libs gilshim" ;;
+        *) bad "$where: examples/pep788_ext built with pkg-config --cflags --libs gilshim" "$got" ;;
+    esac
+    expect "$where: PEP 788 extension, no LD_PRELOAD: a thread's callback through a view" \
+        "('main', 'called')" "$($run timeout 60 "$py" -c "import sys; sys.path.insert(0, '$work/pep788_ext'); sys._pep788_marker = 'main'; import pep788_ext as e; e.keep_view(0); print(e.call_on_thread('view', 0, lambda: 'called'))" 2>&1)"
     got=$($run sh -c "cd $work/demo && cc -shared -fPIC -O2 -pthread cbthread.c -o libcbthread.so" 2>&1) &&
         ok "$where: demo library built" || bad "$where: demo library built" "$got"
     expect "$where: demo, stock: the callback runs in main" \
