@@ -107,7 +107,7 @@ GS_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*
     }
     struct gs_interp *owner = gs_creator_owner();
     struct start *s;
-    if (!owner || !(s = malloc(sizeof *s)))
+    if (!owner || !(s = gs_malloc("pthread_create trampoline", sizeof *s)))
         return real(th, attr, fn, arg);
     s->fn = fn;
     s->arg = arg;

@@ -49,7 +49,7 @@ static void summary(void)
     if (gs_config()->log_format == GS_FORMAT_JSON) {
         /* one event: the whole table */
         size_t cap = 128 + g_nsites * 700, len = 0;
-        char *extra = malloc(cap);
+        char *extra = gs_malloc("diagnose summary", cap);
         if (extra) {
             len += (size_t)snprintf(extra, cap, "\"callbacks\":%lu,\"lost\":%lu,\"sites\":[", total,
                                     g_lost);

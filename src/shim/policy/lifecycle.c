@@ -305,7 +305,9 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
         gs_interp_foreach(alive_subs, &o);
         drop_unlisted(&o);
         for (size_t i = 0; i < o.n; i++) {
-            PyThreadState *visit = py.ThreadState_New(o.list[i]->ptr);
+            PyThreadState *visit = gs_fault("PyThreadState_New for a sweep")
+                                      ? NULL
+                                      : py.ThreadState_New(o.list[i]->ptr);
             if (!visit)
                 continue;
             PyThreadState *back = py.SaveThread();

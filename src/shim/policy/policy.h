@@ -9,6 +9,7 @@
 #define GILSHIM_POLICY_H
 
 #include "../../../include/gilshim.h"
+#include "../../registry/alloc.h"
 #include "../../registry/registry.h"
 #include "../base/base.h"
 #include "../port/cpython.h"

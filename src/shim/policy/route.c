@@ -71,7 +71,7 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         /* CPython documents PyThreadState_New as callable without the GIL
          * (stock PyGILState_Ensure does exactly this). */
         self->in_setup++;
-        PyThreadState *t = py.ThreadState_New(in->ptr);
+        PyThreadState *t = gs_fault("PyThreadState_New for a row") ? NULL : py.ThreadState_New(in->ptr);
         self->in_setup--;
         if (!t) {
             atomic_store(&r->state, GS_ROW_DEAD);

@@ -18,6 +18,8 @@
 #define _GNU_SOURCE
 #include "redirect.h"
 
+#include "../../registry/alloc.h"
+
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
@@ -56,7 +58,7 @@ static int already_seen(const struct dl_phdr_info *info)
             return 1;
     if (g_nseen == g_capseen) {
         size_t cap = g_capseen ? 2 * g_capseen : 64;
-        struct seen_obj *n = realloc(g_seen, cap * sizeof *n);
+        struct seen_obj *n = gs_realloc("GOT patching list", g_seen, cap * sizeof *n);
         if (!n)
             return 0;  /* walk it again next time: patching is idempotent */
         g_seen = n;
