@@ -8,6 +8,11 @@
  *                                 threads in the order they make them)
  *   GILSHIM_TEST_FAIL_ALLOC=list  none fails; each is named as it is made
  *
+ * and from the test program, gilshim_test_fail_alloc(n, &site) (exported by
+ * this build only): from now on the nth call fails (0: none, counting
+ * only); it returns how many calls were made since the previous
+ * gilshim_test_fail_alloc, and in site the one that failed, or NULL.
+ *
  * Each call so chosen or listed is written to stderr as
  * "gilshim-fault[PID]: call N: SITE" (", fails" added for the one that does).
  *
@@ -30,8 +35,10 @@
 #include <string.h>
 #include <unistd.h>
 
-static _Atomic long g_calls;
-static _Atomic long g_fail = -1;  /* -1 unread; 0 list; N fail the Nth; -2 off */
+static _Atomic long g_calls;          /* since the last arming */
+static _Atomic long g_fail = -1;      /* the call to fail; 0 none; -1 not read yet */
+static _Atomic int g_list;            /* GILSHIM_TEST_FAIL_ALLOC=list */
+static const char *_Atomic g_failed;  /* the site that failed since the last arming */
 
 static long setting(void)
 {
@@ -41,29 +48,44 @@ static long setting(void)
     /* racing first readers parse the same string */
     const char *v = secure_getenv("GILSHIM_TEST_FAIL_ALLOC");
     char *end;
-    if (!v || !*v)
-        f = -2;
-    else if (!strcmp(v, "list"))
+    f = 0;
+    if (v && !strcmp(v, "list"))
+        atomic_store(&g_list, 1);
+    else if (v && *v && ((f = strtol(v, &end, 10)) < 0 || *end))
         f = 0;
-    else if ((f = strtol(v, &end, 10)) <= 0 || *end)
-        f = -2;
-    atomic_store(&g_fail, f);
-    return f;
+    long unread = -1;
+    atomic_compare_exchange_strong(&g_fail, &unread, f);
+    return atomic_load(&g_fail);
 }
 
 int gs_fault(const char *site)
 {
     long f = setting();
-    if (f == -2)
-        return 0;
     long n = atomic_fetch_add(&g_calls, 1) + 1;
-    if (f && n != f)
+    int fails = f == n;
+    if (!fails && !atomic_load(&g_list))
         return 0;
     char line[160];
     int len = snprintf(line, sizeof line, "gilshim-fault[%d]: call %ld: %s%s\n", (int)getpid(), n,
-                       site, f ? ", fails" : "");
+                       site, fails ? ", fails" : "");
     if (len > 0)
         (void)!write(2, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
-    return f == n;
+    if (fails)
+        atomic_store(&g_failed, site);
+    return fails;
+}
+
+__attribute__((visibility("default"))) long gilshim_test_fail_alloc(long n, const char **site);
+
+long gilshim_test_fail_alloc(long n, const char **site)
+{
+    setting();
+    atomic_store(&g_fail, 0);
+    long calls = atomic_exchange(&g_calls, 0);
+    const char *failed = atomic_exchange(&g_failed, NULL);
+    if (site)
+        *site = failed;
+    atomic_store(&g_fail, n > 0 ? n : 0);
+    return calls;
 }
 #endif
