@@ -329,26 +329,45 @@ int gs_row_is_mine(struct gs_thread *t, void *tstate)
     return 0;
 }
 
+/* r leaves t's caches and its slot is free again (under the lock, once r
+ * is out of t->rows). */
+static void row_gone(struct gs_thread *t, struct gs_row *r)
+{
+    if (t->last_row == r)
+        t->last_row = NULL;
+    if (t->fast_row == r)
+        t->fast_row = NULL;
+    for (size_t k = 0; k < GS_VIEW_CACHE; k++)
+        if (t->view_rows[k] == r)
+            t->view_rows[k] = NULL;
+    slot_free(r);
+    atomic_fetch_sub(&g_nrows, 1);
+}
+
 void gs_row_prune(struct gs_thread *t)
 {
     gs_registry_lock();
     size_t j = 0;
     for (size_t i = 0; i < t->nrows; i++) {
-        if (atomic_load(&t->rows[i]->state) == GS_ROW_DEAD) {
-            if (t->last_row == t->rows[i])
-                t->last_row = NULL;
-            if (t->fast_row == t->rows[i])
-                t->fast_row = NULL;
-            for (size_t k = 0; k < GS_VIEW_CACHE; k++)
-                if (t->view_rows[k] == t->rows[i])
-                    t->view_rows[k] = NULL;
-            slot_free(t->rows[i]);
-            atomic_fetch_sub(&g_nrows, 1);
-        } else {
+        if (atomic_load(&t->rows[i]->state) == GS_ROW_DEAD)
+            row_gone(t, t->rows[i]);
+        else
             t->rows[j++] = t->rows[i];
-        }
     }
     t->nrows = j;
+    gs_registry_unlock();
+}
+
+void gs_row_forget(struct gs_thread *t, struct gs_row *r)
+{
+    gs_registry_lock();
+    for (size_t i = 0; i < t->nrows; i++)
+        if (t->rows[i] == r) {
+            memmove(&t->rows[i], &t->rows[i + 1], (t->nrows - i - 1) * sizeof *t->rows);
+            t->nrows--;
+            row_gone(t, r);
+            break;
+        }
     gs_registry_unlock();
 }
 

@@ -39,6 +39,15 @@ static inline PyThreadState *stock_released(struct gs_thread *self)
     return g && !gs_row_is_mine(self, g) ? g : NULL;
 }
 
+/* A row gs_row_acquire added that got no thread state: DEAD at once, so
+ * that a sweep waiting for it stops, then gone, so that the thread's next
+ * call for in adds a row again instead of finding a dead one. */
+static void drop_new_row(struct gs_thread *self, struct gs_row *r)
+{
+    atomic_store(&r->state, GS_ROW_DEAD);
+    gs_row_forget(self, r);
+}
+
 struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err)
 {
     struct gs_row *r = gs_row_find(self, in);
@@ -58,13 +67,16 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
     /* seq_cst after the CAS/publish above: see the protocol in registry.h */
     if (atomic_load(&in->state) != GS_ALIVE || gs_runtime_finalizing()) {
         *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
-        atomic_store(&r->state, r->tstate ? GS_ROW_IDLE : GS_ROW_DEAD);
+        if (r->tstate)
+            atomic_store(&r->state, GS_ROW_IDLE);
+        else
+            drop_new_row(self, r);
         return NULL;
     }
     if (!r->tstate) {
         if (!in->hook_registered && !gs_interp_listed(in)) {
             atomic_store(&in->state, GS_DEAD);
-            atomic_store(&r->state, GS_ROW_DEAD);
+            drop_new_row(self, r);
             *err = GILSHIM_EGONE;
             return NULL;
         }
@@ -74,7 +86,7 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         PyThreadState *t = gs_fault("PyThreadState_New for a row") ? NULL : py.ThreadState_New(in->ptr);
         self->in_setup--;
         if (!t) {
-            atomic_store(&r->state, GS_ROW_DEAD);
+            drop_new_row(self, r);
             *err = GILSHIM_ENOMEM;
             return NULL;
         }
