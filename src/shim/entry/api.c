@@ -159,7 +159,7 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         f->tstate = att;
     } else if (att) {
         PyThreadState *prev = py.SaveThread();
-        struct gs_row *r = gs_row_acquire(self, in, &err);
+        struct gs_row *r = gs_row_acquire(self, in, &err, NULL);
         if (!r) {
             py.RestoreThread(prev);
             gs_frame_pop(self);
@@ -176,7 +176,7 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
             f->kind = GS_FRAME_REATTACH;
             f->tstate = rel;
         } else {
-            struct gs_row *r = gs_row_acquire(self, in, &err);
+            struct gs_row *r = gs_row_acquire(self, in, &err, NULL);
             if (!r) {
                 gs_frame_pop(self);
                 return fail(err), NULL;

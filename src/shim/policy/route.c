@@ -48,37 +48,49 @@ static void drop_new_row(struct gs_thread *self, struct gs_row *r)
     gs_row_forget(self, r);
 }
 
-struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err)
+/* gs_row_acquire's refusal: the explicit API's error, and what the
+ * interposed Ensure's fail-safe says. */
+static struct gs_row *refuse(int *err, const char **why, int code, const char *text)
+{
+    *err = code;
+    if (why)
+        *why = text;
+    return NULL;
+}
+
+static struct gs_row *refuse_ended(int *err, const char **why)
+{
+    return gs_runtime_finalizing()
+               ? refuse(err, why, GILSHIM_EFINALIZING, "PyGILState_Ensure while the runtime finalizes")
+               : refuse(err, why, GILSHIM_EGONE, "PyGILState_Ensure for an interpreter that has ended");
+}
+
+struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err,
+                              const char **why)
 {
     struct gs_row *r = gs_row_find(self, in);
     if (r) {
         int idle = GS_ROW_IDLE;
-        if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY)) {
-            *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
-            return NULL;
-        }
+        if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY))
+            return refuse_ended(err, why);
     } else {
         /* Born BUSY, so an interpreter end that sweeps now waits for it. */
-        if (!(r = gs_row_add(self, in, NULL, GS_ROW_BUSY))) {
-            *err = GILSHIM_ENOMEM;
-            return NULL;
-        }
+        if (!(r = gs_row_add(self, in, NULL, GS_ROW_BUSY)))
+            return refuse(err, why, GILSHIM_ENOMEM, "out of memory for a thread state's row");
     }
     /* seq_cst after the CAS/publish above: see the protocol in registry.h */
     if (atomic_load(&in->state) != GS_ALIVE || gs_runtime_finalizing()) {
-        *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
         if (r->tstate)
             atomic_store(&r->state, GS_ROW_IDLE);
         else
             drop_new_row(self, r);
-        return NULL;
+        return refuse_ended(err, why);
     }
     if (!r->tstate) {
         if (!in->hook_registered && !gs_interp_listed(in)) {
             atomic_store(&in->state, GS_DEAD);
             drop_new_row(self, r);
-            *err = GILSHIM_EGONE;
-            return NULL;
+            return refuse(err, why, GILSHIM_EGONE, "PyGILState_Ensure for an interpreter that has ended");
         }
         /* CPython documents PyThreadState_New as callable without the GIL
          * (stock PyGILState_Ensure does exactly this). */
@@ -87,8 +99,7 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         self->in_setup--;
         if (!t) {
             drop_new_row(self, r);
-            *err = GILSHIM_ENOMEM;
-            return NULL;
+            return refuse(err, why, GILSHIM_ENOMEM, "CPython could not create a thread state");
         }
         /* published with release: gs_thread_state_delete reads it from
          * other threads (the row stays BUSY while this runs) */
@@ -232,16 +243,14 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
         return GS_PyGILState_UNLOCKED;
     }
     int err = 0;
+    const char *why = "out of memory for the main interpreter's entry";
     /* not the fast path's guess for an Ensure re-entered while its row is made */
     self->fast_row = NULL;
     struct gs_interp *in = route.interp ? route.interp : gs_main_interp();
-    struct gs_row *r = in ? gs_row_acquire(self, in, &err) : NULL;
+    struct gs_row *r = in ? gs_row_acquire(self, in, &err, &why) : NULL;
     if (!r) {
         gs_frame_pop(self);
-        gs_fail_safe(err == GILSHIM_EFINALIZING ? "PyGILState_Ensure while the runtime finalizes"
-                     : err == GILSHIM_ENOMEM    ? "CPython could not create a thread state"
-                                                : "PyGILState_Ensure for an interpreter that has ended",
-                     caller);
+        gs_fail_safe(why, caller);
     }
     f->kind = GS_FRAME_ROW;
     f->row = r;
