@@ -84,10 +84,12 @@ static const char *error_text(int error)
 
 GS_EXPORT const char *gilshim_strerror(int error) { return error_text(error); }
 
+/* in: the shim's entry for the interpreter; NULL when it could not be
+ * allocated */
 static gilshim_view view_of(struct gs_interp *in)
 {
     if (!in)
-        return invalid_view;
+        return fail(GILSHIM_ENOMEM), invalid_view;
     gilshim_view v = {in->id, in->generation};
     return v;
 }
