@@ -557,8 +557,13 @@ __attribute__((noinline)) static PyThreadState *save_general(void)
 {
     struct gs_thread *self;
     PyThreadState *t;
-    if (!tracking() || !(self = gs_thread_self()))
+    if (!tracking())
         return ORIGINAL(SaveThread, "PyEval_SaveThread")();
+    if (!(self = gs_thread_self())) {
+        gs_log(GS_LOG_WARN, "out of memory for the thread record; PyEval_SaveThread goes on "
+               "untracked (CPython's own binding still names the state it detaches)");
+        return ORIGINAL(SaveThread, "PyEval_SaveThread")();
+    }
     t = __builtin_expect(self->py_current != NULL, 1) ? py.SaveThread() : save_thread_learning(self);
     if (t)
         gs_released_push(self, t);
