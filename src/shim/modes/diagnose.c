@@ -158,6 +158,13 @@ static void report(const void *caller, int rule, struct gs_interp *owner, int64_
             (long long)owner->id, rule, gs_rule_name(rule), created);
 }
 
+/* Ensures of this thread that got no frame (out of memory for its record
+ * or a frame chunk): stock's Ensure ran all the same, and the Release of
+ * each, which matches no frame, is not reported as unmatched. It comes
+ * when the thread is back at the depth the Ensure was made at (LIFO); the
+ * innermost such depth is the one kept. */
+static GS_TLS size_t tl_untracked, tl_untracked_depth;
+
 int gs_diagnose_ensure(const void *caller)
 {
     struct gs_thread *self = gs_thread_self();
@@ -180,6 +187,13 @@ int gs_diagnose_ensure(const void *caller)
         f->counted = ran;
         if (ran)
             atomic_fetch_add(&ran->in_flight, 1);
+    } else {
+        char where[256];
+        tl_untracked++;
+        tl_untracked_depth = self ? self->depth : 0;
+        gs_log(GS_LOG_WARN, "out of memory for %s (at %s); this PyGILState_Ensure is not tracked",
+               self ? "an Ensure frame" : "the thread record",
+               gs_describe_addr(caller, where, sizeof where));
     }
     return st;
 }
@@ -187,6 +201,11 @@ int gs_diagnose_ensure(const void *caller)
 void gs_diagnose_release(int oldstate, const void *caller)
 {
     struct gs_thread *self = gs_thread_peek();
+    if (tl_untracked && (self ? self->depth : 0) == tl_untracked_depth) {
+        tl_untracked--;
+        py.GILState_Release(oldstate);
+        return;
+    }
     struct gs_frame *f = gs_release_match(self, oldstate, caller, "doing what stock CPython does");
     if (f) {
         if (f->counted)
