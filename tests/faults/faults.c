@@ -105,6 +105,7 @@ struct obs {
     int err;                /* the error of the last that did */
     int retry_fail;         /* explicit API: calls that failed again at once */
     int view_invalid;       /* gilshim_view_current gave no view */
+    int no_record;          /* grandchild: its creator got no thread record */
     long calls;             /* through alloc.h */
     const char *failed;     /* the site that failed, or NULL */
     char *log;              /* what the shim said meanwhile */
@@ -389,6 +390,57 @@ static void creator_check(struct check *c)
         expect_finished(c, "sub1");
     else if (!check_first_ensure(c, "main"))
         check_unexpected(c);
+}
+
+/* grandchild: a thread created in sub1, which has not called the shim
+ * yet, creates one that calls PyGILState_Ensure: the middle one's record
+ * is made by that pthread_create, and rule 4 passes sub1 on. */
+static _Atomic int gc_stage;
+
+static void *grandchild_thread(void *p)
+{
+    while (!atomic_load(&gc_stage))
+        usleep(1000);
+    return creator_thread(p);
+}
+
+static void *child_thread(void *p)
+{
+    struct obs *o = p;
+    gilshim_stats before, after;
+    pthread_t th;
+    void *ret = NULL;
+    gilshim_get_stats(&before, sizeof before);
+    int rc = pthread_create(&th, NULL, grandchild_thread, o);
+    /* the grandchild waits: only this thread's record can be new */
+    gilshim_get_stats(&after, sizeof after);
+    o->no_record = after.threads == before.threads;
+    atomic_store(&gc_stage, 1);
+    if (rc == 0)
+        pthread_join(th, &ret);
+    return ret;
+}
+
+static void grandchild_body(struct obs *o)
+{
+    atomic_store(&gc_stage, 0);
+    test_switch_to(subs[1]);
+    run_thread(child_thread, o);
+    test_switch_to(main_ts);
+}
+
+static void grandchild_check(struct check *c)
+{
+    const struct obs *o = c->o;
+    if (!o->failed) {
+        expect_finished(c, "sub1");
+    } else if (failed_at(o, "thread record") && o->no_record) {
+        /* nothing lost: the creator's interpreter is found without it */
+        expect_finished(c, "sub1");
+        expect(c, !o->log[0], "a message");
+    } else if (!check_first_ensure(c, "main")) {
+        check_unexpected(c);
+    }
 }
 
 /* bind: gilshim_bind_thread(sub1), then PyGILState_Ensure (rule 3). */
@@ -748,6 +800,7 @@ int main(int argc, char **argv)
     } else {
         static const struct phase phases[] = {
             {"ensure", ensure_body, ensure_check},     {"creator", creator_body, creator_check},
+            {"grandchild", grandchild_body, grandchild_check},
             {"bind", bind_body, bind_check},           {"api", api_body, api_check},
             {"save", save_body, save_check},           {"view", view_body, view_check},
             {"newsub", newsub_body, newsub_check},
