@@ -135,7 +135,7 @@ model:
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
-	$(MAKE) check unit model embed lifecycle e2e legacy
+	$(MAKE) check unit model embed lifecycle faults e2e legacy
 	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"

@@ -80,7 +80,9 @@ case ${1:-test} in
           have_pkg python3-cffi || need="$need python3-cffi"
           have_pkg cython3 || need="$need cython3"
           # the row protocol's model (tests/run-model.sh)
-          command -v spin >/dev/null 2>&1 || need="$need spin" ;;
+          command -v spin >/dev/null 2>&1 || need="$need spin"
+          # every allocation failed under memcheck (tests/run-faults.sh)
+          command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;
     sanitize) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
           command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
