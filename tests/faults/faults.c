@@ -18,7 +18,10 @@
  *
  *   ok|FAIL PHASE N/K SITE: what happened
  *
- * SITE is "-" for the runs where nothing failed.
+ * SITE is "-" for the runs where nothing failed. The phases, in order:
+ * generation, ensure, creator, grandchild, bind, api, save, view, newsub,
+ * then sweep at the runtime's end (3.13+); in diagnose mode, diagnose, then
+ * the summary at exit, whose log tests/run-faults.sh checks.
  */
 #define _GNU_SOURCE 1
 #include <Python.h>
@@ -312,7 +315,7 @@ static int check_first_ensure(struct check *c, const char *uninherited)
     return 1;
 }
 
-/* ensure: a thread nests nine PyGILState_Ensure in main (rule 5); the
+/* ensure: a thread created by main nests nine PyGILState_Ensure there; the
  * ninth needs a second frame chunk. */
 static void *ensure_thread(void *p)
 {
