@@ -30,7 +30,7 @@ lib=$PWD/$dir/libgilshim.so
 cc -shared -fPIC -O2 -pthread tests/e2e/cbthread.c -o "$dir/libcbthread.so"
 valgrind=${FAULTS_VALGRIND:-1}
 if [ "$valgrind" != 0 ] && ! command -v valgrind >/dev/null; then
-    echo "run-faults: valgrind not found (tools/deps.sh sanitize installs it)"
+    echo "run-faults: valgrind not found (tools/deps.sh test installs it; FAULTS_VALGRIND=0 leaves it out)"
     exit 1
 fi
 jobs=${FAULTS_JOBS:-$(nproc 2>/dev/null || echo 2)}
