@@ -143,7 +143,7 @@ for cfg in $PYTHONS; do
     mkdir -p "$dir"
     cp build/libcbthread.so "$dir/"
     echo "== real clients, CPython $ver ($py)"
-    clients="ctypes-thread ctypes-sync ctypes-threads sqlite3-function sqlite3-aggregate
+    clients="ctypes-thread ctypes-sync ctypes-threads ctypes-pool sqlite3-function sqlite3-aggregate
              sqlite3-progress sqlite3-authorizer readline-completer"
     if "$py" -c 'import cffi' 2>/dev/null; then
         clients="$clients cffi-thread cffi-sync cffi-threads"
@@ -205,12 +205,12 @@ for cfg in $PYTHONS; do
             # 3.12+ reads lines with stdio, not GNU readline, outside the
             # main interpreter: no completer runs there, stock or shim
             [ $c = readline-completer ] && [ $place = sub ] && [ $minor -ge 12 ] && want=none
-            # 3.9-3.11: a library thread that outlives the callback (GLib's
-            # pool worker) keeps its cached state in the sub-interpreter, where
+            # 3.9-3.11: a library thread that outlives the callback (a pool's
+            # worker) keeps its cached state in the sub-interpreter, where
             # _xxsubinterpreters.destroy refuses an interpreter with more than
             # one thread state; at exit its last id reference ends it with that
             # state as current, and CPython aborts. Known limit: reported
-            case $c in gi-task) [ $place = sub ] && [ $minor -le 11 ] && want=limit ;; esac
+            case $c in ctypes-pool|gi-task) [ $place = sub ] && [ $minor -le 11 ] && want=limit ;; esac
             if [ $place = main ]; then
                 expect "stock   $c in main" "main" "${stock#*: }"
             else

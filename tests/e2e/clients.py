@@ -28,6 +28,8 @@ CLIENTS = {
     "ctypes-thread": "lib().cb_on_new_thread(CB(where), 0) == 1",
     "ctypes-sync": "lib().cb_sync(CB(where), 0) == 1",
     "ctypes-threads": "lib().cb_many_threads(CB(where), 0, 8, 50) == 400",
+    # a library thread that lives on after the call (a thread pool's worker)
+    "ctypes-pool": "lib().cb_pool_call(CB(where), 0) == 1",
     # sqlite3 runs every callback with the GIL released around sqlite3_step
     "sqlite3-function": "sql().create_function('w', 0, where) or "
                         "sql().execute('select w()').fetchone()[0] == 1",
