@@ -278,16 +278,56 @@ void gs_release_mismatch(const char *what, int oldstate, const void *caller)
             gs_describe_addr(caller, where, sizeof where), what);
 }
 
+static int is_pin(const struct gs_frame *f)
+{
+    return f->kind == GS_FRAME_NESTED && f->returned == GS_PyGILState_LOCKED && !f->explicit_api;
+}
+
+/* A Release given UNLOCKED while the innermost open Ensures only nested
+ * (returned LOCKED) is the Release of the Ensure under them, if that one
+ * returned UNLOCKED. Stock CPython only counts: it detaches there and the
+ * nested Ensures stay counted, which is how cffi 2.1 pins a foreign
+ * thread's state (thread_canary_register: a nested PyGILState_Ensure it
+ * never releases, where it did gilstate_counter++ before). Those Ensures
+ * acquired nothing: drop them, and that Ensure is the match. */
+static struct gs_frame *drop_pins(struct gs_thread *self, struct gs_frame *f)
+{
+    size_t i = self->depth - 1;
+    struct gs_frame *u;
+    do
+        u = i ? gs_frame_at(self, --i) : NULL;
+    while (u && is_pin(u));
+    if (!u || u->explicit_api || u->returned != GS_PyGILState_UNLOCKED)
+        return f;
+    while ((f = gs_frame_top(self)) != u) {
+        if (active_mode() == GS_MODE_DIAGNOSE && f->counted)
+            atomic_fetch_sub(&f->counted->in_flight, 1);
+        gs_frame_drop(self, f);
+    }
+    return u;
+}
+
 struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate, const void *caller,
                                   const char *then)
 {
     struct gs_frame *f = gs_frame_top(self);
+    PyThreadState *att;
+    if (!f && (att = gs_py_attached()) && att == gs_tss_get() && py.port->gilstate_counter_offset &&
+        *(int *)((char *)att + py.port->gilstate_counter_offset) > 1)
+        /* No Ensure open, attached to the thread's own state, whose
+         * gilstate_counter is above 1: an Ensure made by hand (cffi <= 2.0's
+         * gil_ensure raises the counter and attaches the state with
+         * PyEval_RestoreThread). Stock's Release only counts it down, and
+         * detaches for UNLOCKED: nothing to report. */
+        return NULL;
     if (!f || f->explicit_api) {
         gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
                               : "no PyGILState_Ensure is open on this thread",
                             oldstate, caller);
         return NULL;
     }
+    if (oldstate == GS_PyGILState_UNLOCKED && is_pin(f))
+        f = drop_pins(self, f);
     if (oldstate != f->returned) {
         char where[256], extra[512];
         gs_logx(GS_LOG_WARN, "release_mismatch", gs_json_site("site", caller, extra, sizeof extra),
