@@ -21,7 +21,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -57,6 +57,14 @@ e2e: $(LIB)
 lifecycle: $(LIB)
 	WERROR=$(WERROR) tests/run-lifecycle.sh
 	WERROR=$(WERROR) $(SID) tests/run-lifecycle.sh
+
+# Every allocation of the shim failed in turn, and PyThreadState_New failing
+# for it: tests/faults/faults.c against a fault-injection build of the shim
+# (build/fault/, never the shipped library), plain and under valgrind
+# (tests/run-faults.sh; FAULTS_VALGRIND=0 leaves valgrind out).
+faults:
+	WERROR=$(WERROR) tests/run-faults.sh
+	WERROR=$(WERROR) $(SID) tests/run-faults.sh
 
 # 32 foreign threads x 4 sub-interpreters + main while the interpreters are
 # ended and re-created and the runtime finalized (tests/stress/stress.c).
@@ -137,7 +145,7 @@ model:
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
-	$(MAKE) check unit model embed lifecycle e2e legacy pep788
+	$(MAKE) check unit model embed lifecycle faults e2e legacy pep788
 	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"

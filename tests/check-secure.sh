@@ -30,15 +30,21 @@ verdict() {  # "condition; verdict LABEL": the condition's status decides
 # added there without a value here fails the first check.
 harm="GILSHIM_MODE=off GILSHIM_PATCH=always GILSHIM_ON_FINALIZE=abort GILSHIM_DRAIN_MS=3600000
 GILSHIM_LOG_LEVEL=debug GILSHIM_LOG_FORMAT=json GILSHIM_LOG"
-read_by_shim=$(grep -ho '"GILSHIM_[A-Z_]*"' src/shim/*/*.c src/registry/*.c | tr -d '"' | sort -u)
+# (src/registry/alloc.c's GILSHIM_TEST_FAIL_ALLOC is compiled only into the
+# fault-injection build of tests/run-faults.sh: checked absent below.)
+read_by_shim=$(grep -ho '"GILSHIM_[A-Z_]*"' src/shim/*/*.c $(ls src/registry/*.c | grep -v alloc.c) |
+               tr -d '"' | sort -u)
 set_here=$(for v in $harm; do echo "${v%%=*}"; done | sort -u)
 [ "$read_by_shim" = "$set_here" ]
 verdict "every variable config.c reads is set here ($(echo $read_by_shim))"
 # The only getenv of a GILSHIM_ variable is the gate's; LD_PRELOAD, which
 # glibc removes in secure mode, only decides GOT patching.
-others=$(grep -n 'getenv(' src/*/*.c | grep -v 'getenv(var)' | grep -v 'getenv("LD_PRELOAD")')
+others=$(grep -n 'getenv(' src/*/*.c src/shim/*/*.c | grep -v '^src/registry/alloc.c:' |
+         grep -v 'getenv(var)' | grep -v 'getenv("LD_PRELOAD")')
 [ -z "$others" ]
 verdict "no getenv in src/ bypasses config.c's setting()"
+! grep -q GILSHIM_TEST_FAIL_ALLOC "$lib"
+verdict "the library has no fault injection (GILSHIM_TEST_FAIL_ALLOC is the test build's)"
 
 dir=$(mktemp -d /tmp/gilshim-secure.XXXXXX)
 trap 'rm -rf "$dir"' EXIT

@@ -140,6 +140,14 @@ done
 # Real callback clients (tests/e2e/clients.py), each in the main
 # interpreter (unchanged by the shim) and in a sub-interpreter (routed).
 # Stock's answer in a sub-interpreter is printed, not judged: it is the bug.
+# A client whose module does not import, or whose extension does not build,
+# for a CPython is skipped with the reason.
+# build_ext OUT SRC CMD...: build OUT from SRC with CMD unless OUT is newer
+build_ext() {
+    _out=$1 _src=$2
+    shift 2
+    [ "$_out" -nt "$_src" ] || "$@" -o "$_out" 2>/dev/null
+}
 for cfg in $PYTHONS; do
     py=${cfg%-config}
     ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -148,7 +156,7 @@ for cfg in $PYTHONS; do
     mkdir -p "$dir"
     cp build/libcbthread.so "$dir/"
     echo "== real clients, CPython $ver ($py)"
-    clients="ctypes-thread ctypes-sync ctypes-threads sqlite3-function sqlite3-aggregate
+    clients="ctypes-thread ctypes-sync ctypes-threads ctypes-pool sqlite3-function sqlite3-aggregate
              sqlite3-progress sqlite3-authorizer readline-completer"
     if "$py" -c 'import cffi' 2>/dev/null; then
         clients="$clients cffi-thread cffi-sync cffi-threads"
@@ -164,22 +172,93 @@ for cfg in $PYTHONS; do
     else
         echo "  skip cython-thread: no cython3, or its C does not build for $ver"
     fi
+    if "$py" -c 'import apsw' 2>/dev/null; then
+        clients="$clients apsw-function apsw-collation apsw-sorter apsw-busy apsw-update-hook
+                 apsw-commit-hook"
+    else
+        echo "  skip apsw-*: apsw is not installed for this CPython"
+    fi
+    # pybind11 3.x (pybind11/subinterpreter.h) and nanobind, from their
+    # Debian packages' headers
+    if command -v c++ >/dev/null 2>&1 &&
+        build_ext "$dir/pbclient$suffix" tests/e2e/pbclient.cpp \
+            c++ -std=c++17 -shared -fPIC -O2 -pthread $($cfg --includes) tests/e2e/pbclient.cpp; then
+        clients="$clients pybind11-thread pybind11-activate"
+    else
+        echo "  skip pybind11-*: no pybind11 3.x headers (pybind11-dev), or pbclient.cpp does not build for $ver"
+    fi
+    nb=/usr/share/nanobind
+    if command -v c++ >/dev/null 2>&1 && [ -f $nb/src/nb_combined.cpp ] &&
+        build_ext "$dir/nbclient$suffix" tests/e2e/nbclient.cpp \
+            c++ -std=c++17 -shared -fPIC -O2 -pthread $($cfg --includes) -I$nb/include \
+                tests/e2e/nbclient.cpp $nb/src/nb_combined.cpp; then
+        clients="$clients nanobind-thread"
+    else
+        echo "  skip nanobind-thread: no nanobind (nanobind-dev), or nbclient.cpp does not build for $ver"
+    fi
+    if "$py" -c 'from gi.repository import GLib, Gio' 2>/dev/null; then
+        clients="$clients gi-thread gi-task"
+    else
+        echo "  skip gi-*: PyGObject (gi) with GLib and Gio is not installed for this CPython"
+    fi
+    if "$py" -c 'import grpc' 2>/dev/null; then
+        clients="$clients grpc-done grpc-connectivity grpc-metadata"
+    else
+        echo "  skip grpc-*: grpcio is not installed for this CPython"
+    fi
+    err=build/e2e-clients-err.$$
     for c in $clients; do
         for place in main sub; do
-            stock=$(timeout 60 "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>/dev/null | tail -1) || true
-            shim=$(timeout 60 tools/inject.sh "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>/dev/null | tail -1) || true
+            # stock is judged only in main, where every client answers in
+            # seconds; in a sub-interpreter some hang (gi-* on 3.9-3.11)
+            stock=$(timeout 20 "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>/dev/null | tail -1) || true
+            [ -n "$stock" ] || stock="$c $place: no answer (hung or crashed)"
+            shim=$(timeout 60 tools/inject.sh "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>"$err" | tail -1) || true
             want=$place
             # 3.12+ reads lines with stdio, not GNU readline, outside the
             # main interpreter: no completer runs there, stock or shim
             [ $c = readline-completer ] && [ $place = sub ] && [ $minor -ge 12 ] && want=none
+            # 3.9-3.11: a library thread that outlives the callback (a pool's
+            # worker) keeps its cached state in the sub-interpreter, where
+            # _xxsubinterpreters.destroy refuses an interpreter with more than
+            # one thread state; at exit its last id reference ends it with that
+            # state as current, and CPython aborts. Known limit: reported
+            case $c in ctypes-pool|gi-task) [ $place = sub ] && [ $minor -le 11 ] && want=limit ;; esac
             if [ $place = main ]; then
                 expect "stock   $c in main" "main" "${stock#*: }"
             else
                 printf '  info %-32s stock: %s\n' "stock   $c in a sub" "${stock#*: }"
             fi
-            expect "gilshim $c in $place" "$want" "${shim#*: }"
+            if [ $want = limit ]; then
+                printf '  info %-32s gilshim: %s (known limit on 3.9-3.11)\n' "gilshim $c in a sub" \
+                    "${shim#*: }"
+            else
+                expect "gilshim $c in $place" "$want" "${shim#*: }"
+            fi
+            # nothing to report for a correct client: for cffi nothing at
+            # all on stderr (its pinning Ensure once drew a warning and
+            # left the GIL held), for the others no line of gilshim's
+            case $c in
+                cffi-*) expect "gilshim $c in $place: stderr" "empty" \
+                            "$([ -s "$err" ] && head -c 200 "$err" | tr '\n' ' ' || echo empty)"
+                        # diagnose mode matches Releases the same way
+                        if [ $place = main ]; then
+                            timeout 60 tools/inject.sh --diagnose "$py" tests/e2e/clients.py $c main \
+                                "$PWD/$dir" >/dev/null 2>"$err" || true
+                            expect "--diagnose $c in main: stderr" "empty" \
+                                "$([ -s "$err" ] && head -c 200 "$err" | tr '\n' ' ' || echo empty)"
+                        fi ;;
+                *) expect "gilshim $c in $place: messages" "0" "$(grep -c 'gilshim\[' "$err" || true)" ;;
+            esac
         done
     done
+    rm -f "$err"
+    # pybind11's own way into a sub-interpreter against gilshim's, per
+    # enter+leave on one C++ thread (tests/e2e/cycle.py): timed, not judged
+    case $clients in *pybind11-activate*)
+        printf '  info %-32s %s\n' "cycle, gilshim" \
+            "$(PYTHONPATH=$PWD/tests/e2e timeout 120 tools/inject.sh "$py" tests/e2e/cycle.py "$PWD/$dir" 2>&1)" ;;
+    esac
 done
 echo "e2e: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -23,6 +23,13 @@ for cfg in $PYTHONS; do
         echo "[FAIL] logged: no diagnostic line before stock's outcome for a Release without Ensure"
         status=1
     fi
+    # what correct clients do: nothing may be logged
+    rm -f "$log"
+    GILSHIM_LOG=$log "$bin" --filter 'silent/*' || status=1
+    if [ -s "$log" ]; then
+        echo "[FAIL] silent: logged $(head -c 300 "$log")"
+        status=1
+    fi
     GILSHIM_MODE=off "$bin" --filter 'mode_off/*' || status=1
     rm -f "$log"
     GILSHIM_LOG=$log GILSHIM_ON_FINALIZE=sometimes GILSHIM_MODE=sideways GILSHIM_DRAIN_MS=soon \

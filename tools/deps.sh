@@ -2,7 +2,7 @@
 # Install what `make test` / `make demo` / `make sanitize` need and lack
 # (Debian packages), and the Debian sid root that carries CPython 3.14 and
 # 3.15 (tests/sid.sh).
-#   tools/deps.sh test|demo|sanitize|sid
+#   tools/deps.sh test|demo|sanitize|sid|packages
 # GILSHIM_SID=0: no sid root (3.14/3.15 skipped). GILSHIM_SID_ROOT: where it
 # is kept (default /var/cache/gilshim/sid), outside the clone so that later
 # runs on the same machine reuse it; it is made again when SID_PACKAGES
@@ -80,7 +80,9 @@ case ${1:-test} in
           have_pkg python3-cffi || need="$need python3-cffi"
           have_pkg cython3 || need="$need cython3"
           # the row protocol's model (tests/run-model.sh)
-          command -v spin >/dev/null 2>&1 || need="$need spin" ;;
+          command -v spin >/dev/null 2>&1 || need="$need spin"
+          # every allocation failed under memcheck (tests/run-faults.sh)
+          command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;
     sanitize) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
           command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
@@ -88,8 +90,12 @@ case ${1:-test} in
           have_pkg libasan8 || need="$need libasan8"
           have_pkg libtsan2 || need="$need libtsan2"
           have_pkg libubsan1 || need="$need libubsan1" ;;
+    # make packages (tests/run-packages.sh)
+    packages) for p in debhelper dpkg-dev lintian fakeroot man-db pkg-config python3-dev mmdebstrap; do
+              have_pkg $p || need="$need $p"
+          done ;;
     demo|sid) ;;
-    *) echo "usage: tools/deps.sh test|demo|sanitize|sid" >&2; exit 2 ;;
+    *) echo "usage: tools/deps.sh test|demo|sanitize|sid|packages" >&2; exit 2 ;;
 esac
 # shellcheck disable=SC2086
 [ -z "$need" ] || install_packages $need

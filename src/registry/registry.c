@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "registry.h"
 
+#include "alloc.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +77,7 @@ struct gs_interp *gs_interp_intern(void *ptr, int64_t id)
         atomic_store(&in->state, GS_DEAD);
         __atomic_store_n(&in->ptr, NULL, __ATOMIC_RELAXED);
     }
-    if (!in && (in = calloc(1, sizeof *in))) {
+    if (!in && (in = gs_calloc("interpreter entry", 1, sizeof *in))) {
         in->ptr = ptr;
         in->id = id;
         in->generation = gen;
@@ -143,7 +145,7 @@ int gs_thread_key(pthread_key_t *key)
 struct gs_thread *gs_thread_create(void)
 {
     struct gs_thread *t;
-    if (!key_ready() || !(t = aligned_alloc(GS_CACHE_LINE, sizeof *t)))
+    if (!key_ready() || !(t = gs_aligned_alloc("thread record", GS_CACHE_LINE, sizeof *t)))
         return NULL;
     memset(t, 0, sizeof *t);
     t->tid = (pid_t)syscall(SYS_gettid);
@@ -269,7 +271,7 @@ static struct gs_row *free_slot(struct gs_thread *t)
         for (size_t k = 0; k < GS_ROW_BLOCK; k++)
             if (!(*b)->r[k].interp)
                 return &(*b)->r[k];
-    struct gs_row_block *n = aligned_alloc(GS_CACHE_LINE, sizeof *n);
+    struct gs_row_block *n = gs_aligned_alloc("row block", GS_CACHE_LINE, sizeof *n);
     if (!n)
         return NULL;
     memset(n, 0, sizeof *n);
@@ -298,7 +300,7 @@ struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstat
     gs_registry_lock();
     if (t->nrows == t->caprows) {
         size_t cap = t->caprows ? 2 * t->caprows : 4;
-        struct gs_row **n = realloc(t->rows, cap * sizeof *n);
+        struct gs_row **n = gs_realloc("row list", t->rows, cap * sizeof *n);
         if (!n) {
             gs_registry_unlock();
             slot_free(r);
@@ -327,26 +329,45 @@ int gs_row_is_mine(struct gs_thread *t, void *tstate)
     return 0;
 }
 
+/* r leaves t's caches and its slot is free again (under the lock, once r
+ * is out of t->rows). */
+static void row_gone(struct gs_thread *t, struct gs_row *r)
+{
+    if (t->last_row == r)
+        t->last_row = NULL;
+    if (t->fast_row == r)
+        t->fast_row = NULL;
+    for (size_t k = 0; k < GS_VIEW_CACHE; k++)
+        if (t->view_rows[k] == r)
+            t->view_rows[k] = NULL;
+    slot_free(r);
+    atomic_fetch_sub(&g_nrows, 1);
+}
+
 void gs_row_prune(struct gs_thread *t)
 {
     gs_registry_lock();
     size_t j = 0;
     for (size_t i = 0; i < t->nrows; i++) {
-        if (atomic_load(&t->rows[i]->state) == GS_ROW_DEAD) {
-            if (t->last_row == t->rows[i])
-                t->last_row = NULL;
-            if (t->fast_row == t->rows[i])
-                t->fast_row = NULL;
-            for (size_t k = 0; k < GS_VIEW_CACHE; k++)
-                if (t->view_rows[k] == t->rows[i])
-                    t->view_rows[k] = NULL;
-            slot_free(t->rows[i]);
-            atomic_fetch_sub(&g_nrows, 1);
-        } else {
+        if (atomic_load(&t->rows[i]->state) == GS_ROW_DEAD)
+            row_gone(t, t->rows[i]);
+        else
             t->rows[j++] = t->rows[i];
-        }
     }
     t->nrows = j;
+    gs_registry_unlock();
+}
+
+void gs_row_forget(struct gs_thread *t, struct gs_row *r)
+{
+    gs_registry_lock();
+    for (size_t i = 0; i < t->nrows; i++)
+        if (t->rows[i] == r) {
+            memmove(&t->rows[i], &t->rows[i + 1], (t->nrows - i - 1) * sizeof *t->rows);
+            t->nrows--;
+            row_gone(t, r);
+            break;
+        }
     gs_registry_unlock();
 }
 
@@ -387,7 +408,7 @@ struct gs_frame *gs_frame_slot(struct gs_thread *t, size_t i, int grow)
     struct gs_frame_chunk *c = &t->first_chunk;
     while (i >= GS_FRAME_CHUNK) {
         if (!c->next) {
-            if (!grow || !(c->next = calloc(1, sizeof *c->next)))
+            if (!grow || !(c->next = gs_calloc("Ensure frame chunk", 1, sizeof *c->next)))
                 return NULL;
         }
         c = c->next;

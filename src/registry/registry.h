@@ -256,6 +256,9 @@ GS_HIDDEN struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, v
 GS_HIDDEN int gs_row_is_mine(struct gs_thread *t, void *tstate);
 /* Drop DEAD rows of t (owner only). */
 GS_HIDDEN void gs_row_prune(struct gs_thread *t);
+/* Drop r, a row of t that never held a thread state, whatever its state:
+ * its slot is free again and a later gs_row_add may take it (owner only). */
+GS_HIDDEN void gs_row_forget(struct gs_thread *t, struct gs_row *r);
 /* Under the registry lock: for every row of interp in every thread, call fn.
  * fn returns nonzero to stop. */
 GS_HIDDEN void gs_rows_of_interp(struct gs_interp *in,

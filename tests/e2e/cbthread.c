@@ -61,3 +61,51 @@ int cb_many_threads(callback cb, int arg, int nthreads, int ncalls)
     }
     return started == n ? sum : -2;
 }
+
+/* A worker that outlives the call, as a library's thread pool does: made
+ * on the first call, it then serves every call, one at a time, until the
+ * process ends. Returns cb(arg) as the worker ran it. */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static struct work *pool_job;
+static int pool_started;
+
+static void *pool_worker(void *p)
+{
+    (void)p;
+    pthread_mutex_lock(&pool_mu);
+    for (;;) {
+        while (!pool_job)
+            pthread_cond_wait(&pool_cv, &pool_mu);
+        struct work *w = pool_job;
+        pthread_mutex_unlock(&pool_mu);
+        w->result = w->cb(w->arg);
+        pthread_mutex_lock(&pool_mu);
+        pool_job = NULL;
+        pthread_cond_broadcast(&pool_cv);
+    }
+    return NULL;
+}
+
+int cb_pool_call(callback cb, int arg)
+{
+    struct work w = {cb, arg, -1};
+    pthread_t th;
+    pthread_mutex_lock(&pool_mu);
+    if (!pool_started) {
+        if (pthread_create(&th, NULL, pool_worker, NULL)) {
+            pthread_mutex_unlock(&pool_mu);
+            return -2;
+        }
+        pthread_detach(th);
+        pool_started = 1;
+    }
+    while (pool_job)
+        pthread_cond_wait(&pool_cv, &pool_mu);
+    pool_job = &w;
+    pthread_cond_broadcast(&pool_cv);
+    while (pool_job == &w)
+        pthread_cond_wait(&pool_cv, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    return w.result;
+}

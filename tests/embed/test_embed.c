@@ -319,6 +319,52 @@ Test(embed, ten_thousand_cycles_one_thread_state)
     cr_assert(s.n, "stock churns thread states");
 }
 
+/* cffi 2.1 on a foreign thread (gil_ensure and thread_canary_register in its
+ * src/c/misc_thread_common.h): an Ensure, a nested Ensure it never releases,
+ * which pins the state as gilstate_counter++ did before, then Release(UNLOCKED)
+ * for the first. Stock only counts, so that Release detaches. With gilshim
+ * every callback takes this path (an idle row is not named by
+ * PyGILState_GetThisThreadState), so it runs twice here. */
+static void pinned_job(struct job *j)
+{
+    j->n = 0;
+    for (int i = 0; i < 2; i++) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        cr_assert_eq(g, PyGILState_UNLOCKED);
+        probe(&j->shim);
+        cr_assert_eq(PyGILState_Ensure(), PyGILState_LOCKED);
+        PyGILState_Release(g);
+        j->n += PyGILState_Check();
+    }
+}
+
+static void stock_pinned_job(struct job *j)
+{
+    PyGILState_STATE g = stock_Ensure();
+    cr_assert_eq(stock_Ensure(), PyGILState_LOCKED);
+    stock_Release(g);
+    j->n = PyGILState_Check();
+}
+
+static void pinning_ensure(int own_gil)
+{
+    struct job s = {.fn = stock_pinned_job};
+    run_thread(&s);
+    cr_assert_eq(s.n, 0, "stock: the Release detached, the state stays pinned");
+    PyThreadState *sub = new_sub(own_gil, "sub");
+    struct job j = {.fn = pinned_job};
+    run_thread(&j);
+    cr_assert_str_eq(j.shim.marker, "sub");
+    cr_assert_eq(j.n, 0, "the Release detached, both times");
+    test_switch_to(main_ts);
+    sub_gone(sub, own_gil);
+}
+
+Test(embed, release_under_an_unreleased_nested_ensure_legacy) { pinning_ensure(0); }
+#if HAVE_OWN_GIL
+Test(embed, release_under_an_unreleased_nested_ensure_own_gil) { pinning_ensure(1); }
+#endif
+
 /* A callback that returns with an exception set, then the next ones on the
  * same (reused) thread state, which must start clean: stock destroys the
  * state, and the exception with it, at the outermost Release. */
@@ -713,6 +759,7 @@ Test(embed, port_row_matches_headers)
     cr_assert_not(row->exc_is_type);
     cr_assert_eq(row->exc_offset, (long)offsetof(PyThreadState, current_exception));
 #endif
+    cr_assert_eq(row->gilstate_counter_offset, (long)offsetof(PyThreadState, gilstate_counter));
     /* gh-87135: a late PyGILState_Ensure hangs from 3.14 on */
     cr_assert_eq(row->late_caller, PY_VERSION_HEX >= 0x030E0000 ? GS_LATE_HANGS : GS_LATE_EXITS);
 #if PY_VERSION_HEX >= 0x030F0000
@@ -807,6 +854,39 @@ Test(logged, release_without_ensure_gets_stocks_outcome, .init = init_log, .sign
     pthread_create(&th, NULL, release_without_ensure, NULL);
     pthread_join(th, NULL);
     PyEval_RestoreThread(me);
+}
+
+/* What correct clients do must not draw a message (tests/run-embed.sh runs
+ * this suite with a log of its own and fails if anything is in it). */
+static void init_silent(void) { start_logged(); }
+
+/* cffi <= 2.0's gil_ensure for a synchronous callback: it takes what
+ * PyGILState_GetThisThreadState names, raises its gilstate_counter and
+ * attaches it with PyEval_RestoreThread, then calls PyGILState_Release
+ * (src/c/misc_thread_common.h). Stock's Release undoes that. */
+Test(silent, hand_made_ensure_then_release, .init = init_silent, .timeout = 60)
+{
+    PyThreadState *save = PyEval_SaveThread();
+    PyThreadState *ts = PyGILState_GetThisThreadState();
+    cr_assert_eq(ts, save);
+    ts->gilstate_counter++;
+    PyEval_RestoreThread(ts);
+    PyGILState_Release(PyGILState_UNLOCKED);
+    int attached = PyGILState_Check();
+    PyEval_RestoreThread(save);
+    cr_assert_eq(attached, 0, "the Release detached");
+    cr_assert_not(log_has("gilshim["), "nothing logged");
+}
+
+Test(silent, release_under_an_unreleased_nested_ensure, .init = init_silent, .timeout = 60)
+{
+    PyThreadState *sub = new_sub(0, "sub");
+    struct job j = {.fn = pinned_job};
+    run_thread(&j);
+    test_switch_to(main_ts);
+    sub_gone(sub, 0);
+    cr_assert_eq(j.n, 0);
+    cr_assert_not(log_has("gilshim["), "nothing logged");
 }
 
 Test(mode_off, passes_everything_through, .init = init_mode_off, .timeout = 60)

@@ -148,6 +148,29 @@ Test(rows, more_than_the_record_holds_reuse_their_slots)
     cr_assert_eq(gs_registry_bytes(), 0, "no bytes held after the thread goes");
 }
 
+/* A row whose thread state could not be made (PyThreadState_New failed)
+ * goes at once: the next call for its interpreter adds one again. */
+Test(rows, a_row_that_never_held_a_state_is_forgotten)
+{
+    struct gs_thread *t = gs_thread_self();
+    struct gs_interp *a = gs_interp_intern(TS(400), 400), *b = gs_interp_intern(TS(401), 401);
+    size_t base = gs_row_count();
+    struct gs_row *ra = gs_row_add(t, a, TS(410), GS_ROW_IDLE);
+    struct gs_row *rb = gs_row_add(t, b, NULL, GS_ROW_BUSY);
+    t->fast_row = rb;
+    atomic_store(&rb->state, GS_ROW_DEAD);
+    gs_row_forget(t, rb);
+    cr_assert_null(gs_row_find(t, b));
+    cr_assert_null(t->fast_row);
+    cr_assert_eq(gs_row_find(t, a), ra);
+    cr_assert_eq(gs_row_count(), base + 1);
+    struct gs_row *again = gs_row_add(t, b, TS(411), GS_ROW_IDLE);
+    cr_assert_eq(again, rb, "its slot is taken again");
+    cr_assert_eq(gs_row_find(t, b), again);
+    gs_thread_teardown(t);
+    cr_assert_eq(gs_row_count(), base);
+}
+
 static void *exiting_thread(void *p)
 {
     struct gs_interp *in = p;

@@ -86,10 +86,12 @@ static const char *error_text(int error)
 
 GS_EXPORT const char *gilshim_strerror(int error) { return error_text(error); }
 
+/* in: the shim's entry for the interpreter; NULL when it could not be
+ * allocated */
 static gilshim_view view_of(struct gs_interp *in)
 {
     if (!in)
-        return invalid_view;
+        return fail(GILSHIM_ENOMEM), invalid_view;
     gilshim_view v = {in->id, in->generation};
     return v;
 }
@@ -177,7 +179,7 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         py.RestoreThread(held);
     } else if (att) {
         PyThreadState *prev = py.SaveThread();
-        struct gs_row *r = gs_row_acquire(self, in, &err);
+        struct gs_row *r = gs_row_acquire(self, in, &err, NULL);
         if (!r) {
             py.RestoreThread(prev);
             gs_frame_pop(self);
@@ -195,7 +197,7 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
             f->kind = GS_FRAME_REATTACH;
             f->tstate = rel;
         } else {
-            struct gs_row *r = gs_row_acquire(self, in, &err);
+            struct gs_row *r = gs_row_acquire(self, in, &err, NULL);
             if (!r) {
                 gs_frame_pop(self);
                 return fail(err), NULL;

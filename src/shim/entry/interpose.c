@@ -107,8 +107,16 @@ GS_EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*
     }
     struct gs_interp *owner = gs_creator_owner();
     struct start *s;
-    if (!owner || !(s = malloc(sizeof *s)))
+    if (!owner)
         return real(th, attr, fn, arg);
+    if (!(s = gs_malloc("pthread_create trampoline", sizeof *s))) {
+        char where[256];
+        gs_log(GS_LOG_WARN, "pthread_create at %s: out of memory; the thread it creates does not "
+               "inherit interpreter %lld (its callbacks go where stock CPython sends them)",
+               gs_describe_addr(__builtin_return_address(0), where, sizeof where),
+               (long long)owner->id);
+        return real(th, attr, fn, arg);
+    }
     s->fn = fn;
     s->arg = arg;
     s->owner = owner;

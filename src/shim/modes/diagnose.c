@@ -35,6 +35,16 @@ static int by_count(const void *a, const void *b)
     return x->count < y->count ? 1 : x->count > y->count ? -1 : 0;
 }
 
+/* Site i of the table as a JSON object, into buf; its length. */
+static size_t summary_entry(size_t i, char *buf, size_t len)
+{
+    char site[600];
+    int k = snprintf(buf, len, "{%s,\"count\":%lu,\"owner\":%lld,\"stock\":%lld,\"rule\":%d}",
+                     gs_json_site("site", g_sites[i].caller, site, sizeof site), g_sites[i].count,
+                     (long long)g_sites[i].owner, (long long)g_sites[i].stock, g_sites[i].rule);
+    return k < 0 ? 0 : (size_t)k < len ? (size_t)k : len - 1;
+}
+
 static void summary(void)
 {
     pthread_mutex_lock(&g_sites_lock);
@@ -47,25 +57,39 @@ static void summary(void)
     for (size_t i = 0; i < g_nsites; i++)
         total += g_sites[i].count;
     if (gs_config()->log_format == GS_FORMAT_JSON) {
-        /* one event: the whole table */
-        size_t cap = 128 + g_nsites * 700, len = 0;
-        char *extra = malloc(cap);
-        if (extra) {
-            len += (size_t)snprintf(extra, cap, "\"callbacks\":%lu,\"lost\":%lu,\"sites\":[", total,
-                                    g_lost);
-            for (size_t i = 0; i < g_nsites && len < cap - 700; i++) {
-                char site[600];
-                len += (size_t)snprintf(extra + len, cap - len,
-                                        "%s{%s,\"count\":%lu,\"owner\":%lld,\"stock\":%lld,\"rule\":%d}",
-                                        i ? "," : "", gs_json_site("site", g_sites[i].caller, site,
-                                                                   sizeof site),
-                                        g_sites[i].count, (long long)g_sites[i].owner,
-                                        (long long)g_sites[i].stock, g_sites[i].rule);
+        /* One event: the whole table. Out of memory for it, the sites that
+         * fit in a buffer here, busiest first; the callbacks of the others
+         * are counted in "lost", as those past the table's 256 sites are. */
+        char small[3584], entry[700];
+        size_t cap = 128 + g_nsites * sizeof entry, len = 0, fit = g_nsites;
+        char *extra = gs_malloc("diagnose summary", cap);
+        unsigned long lost = g_lost;
+        if (!extra) {
+            extra = small;
+            cap = sizeof small;
+            len = 128;  /* room for the members before the list */
+            for (fit = 0; fit < g_nsites; fit++) {
+                len += summary_entry(fit, entry, sizeof entry) + 1;
+                if (len >= cap - 2)
+                    break;
             }
-            snprintf(extra + len, cap - len, "]");
+            for (size_t i = fit; i < g_nsites; i++)
+                lost += g_sites[i].count;
+        }
+        len = (size_t)snprintf(extra, cap, "\"callbacks\":%lu,\"lost\":%lu,\"sites\":[", total, lost);
+        for (size_t i = 0; i < fit; i++) {
+            summary_entry(i, entry, sizeof entry);
+            len += (size_t)snprintf(extra + len, cap - len, "%s%s", i ? "," : "", entry);
+        }
+        snprintf(extra + len, cap - len, "]");
+        if (extra != small) {
             gs_logx(GS_LOG_WARN, "summary", extra, "diagnose summary: %zu call site(s) ran %lu "
                     "callback(s) in the wrong interpreter", g_nsites, total);
             free(extra);
+        } else {
+            gs_logx(GS_LOG_WARN, "summary", extra, "diagnose summary: %zu call site(s) ran %lu "
+                    "callback(s) in the wrong interpreter; out of memory for the site table: "
+                    "the %zu busiest listed, the rest counted as lost", g_nsites, total, fit);
         }
     } else {
         gs_log(GS_LOG_WARN, "diagnose summary: %zu call site(s) ran %lu callback(s) in the wrong "
@@ -134,6 +158,13 @@ static void report(const void *caller, int rule, struct gs_interp *owner, int64_
             (long long)owner->id, rule, gs_rule_name(rule), created);
 }
 
+/* Ensures of this thread that got no frame (out of memory for its record
+ * or a frame chunk): stock's Ensure ran all the same, and the Release of
+ * each, which matches no frame, is not reported as unmatched. It comes
+ * when the thread is back at the depth the Ensure was made at (LIFO); the
+ * innermost such depth is the one kept. */
+static GS_TLS size_t tl_untracked, tl_untracked_depth;
+
 int gs_diagnose_ensure(const void *caller)
 {
     struct gs_thread *self = gs_thread_self();
@@ -156,6 +187,13 @@ int gs_diagnose_ensure(const void *caller)
         f->counted = ran;
         if (ran)
             atomic_fetch_add(&ran->in_flight, 1);
+    } else {
+        char where[256];
+        tl_untracked++;
+        tl_untracked_depth = self ? self->depth : 0;
+        gs_log(GS_LOG_WARN, "out of memory for %s (at %s); this PyGILState_Ensure is not tracked",
+               self ? "an Ensure frame" : "the thread record",
+               gs_describe_addr(caller, where, sizeof where));
     }
     return st;
 }
@@ -163,6 +201,11 @@ int gs_diagnose_ensure(const void *caller)
 void gs_diagnose_release(int oldstate, const void *caller)
 {
     struct gs_thread *self = gs_thread_peek();
+    if (tl_untracked && (self ? self->depth : 0) == tl_untracked_depth) {
+        tl_untracked--;
+        py.GILState_Release(oldstate);
+        return;
+    }
     struct gs_frame *f = gs_release_match(self, oldstate, caller, "doing what stock CPython does");
     if (f) {
         if (f->counted)

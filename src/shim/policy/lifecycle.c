@@ -103,8 +103,11 @@ struct gs_interp *gs_main_interp(void)
 struct gs_interp *gs_interp_of(PyThreadState *t, int attached)
 {
     PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
-    struct gs_interp *in = gs_interp_intern(ip, py.InterpreterState_GetID(ip));
-    if (in && attached && !in->hook_registered)
+    int64_t id = py.InterpreterState_GetID(ip);
+    struct gs_interp *in = gs_interp_intern(ip, id);
+    if (!in)
+        gs_log(GS_LOG_WARN, "out of memory for the entry of interpreter %lld", (long long)id);
+    else if (attached && !in->hook_registered)
         gs_place_exit_hook(in);
     return in;
 }
@@ -309,9 +312,15 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
         for (size_t i = 0; i < o.n; i++)
             gs_guards_drain(o.list[i]);
         for (size_t i = 0; i < o.n; i++) {
-            PyThreadState *visit = py.ThreadState_New(o.list[i]->ptr);
-            if (!visit)
+            PyThreadState *visit = gs_fault("PyThreadState_New for a sweep")
+                                      ? NULL
+                                      : py.ThreadState_New(o.list[i]->ptr);
+            if (!visit) {
+                gs_log(GS_LOG_WARN, "could not visit interpreter %lld at the runtime's end "
+                       "(PyThreadState_New failed); its cached thread states are left to its "
+                       "own exit hook, when CPython ends it", (long long)o.list[i]->id);
                 continue;
+            }
             PyThreadState *back = py.SaveThread();
             py.RestoreThread(visit);
             sweep(o.list[i]);

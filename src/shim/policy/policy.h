@@ -9,6 +9,7 @@
 #define GILSHIM_POLICY_H
 
 #include "../../../include/gilshim.h"
+#include "../../registry/alloc.h"
 #include "../../registry/registry.h"
 #include "../base/base.h"
 #include "../port/cpython.h"
@@ -61,8 +62,10 @@ GS_HIDDEN int gs_interp_listed(struct gs_interp *in);
 /* Entry for the interpreter of an attached tstate (and place its hook). */
 GS_HIDDEN struct gs_interp *gs_interp_of(PyThreadState *t, int attached);
 GS_HIDDEN struct gs_interp *gs_main_interp(void);
-/* Attach the calling thread's row for in; NULL + *err on failure. */
-GS_HIDDEN struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err);
+/* Attach the calling thread's row for in; NULL on failure, with the
+ * explicit API's error in *err and, if why, the fail-safe's message. */
+GS_HIDDEN struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err,
+                                        const char **why);
 
 /* --- rows, shared by the fast paths of route.c and api.c --- */
 /* What the owner knows of its CPython TSS slot (gs_row.tss_note). */

@@ -39,44 +39,67 @@ static inline PyThreadState *stock_released(struct gs_thread *self)
     return g && !gs_row_is_mine(self, g) ? g : NULL;
 }
 
-struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err)
+/* A row gs_row_acquire added that got no thread state: DEAD at once, so
+ * that a sweep waiting for it stops, then gone, so that the thread's next
+ * call for in adds a row again instead of finding a dead one. */
+static void drop_new_row(struct gs_thread *self, struct gs_row *r)
+{
+    atomic_store(&r->state, GS_ROW_DEAD);
+    gs_row_forget(self, r);
+}
+
+/* gs_row_acquire's refusal: the explicit API's error, and what the
+ * interposed Ensure's fail-safe says. */
+static struct gs_row *refuse(int *err, const char **why, int code, const char *text)
+{
+    *err = code;
+    if (why)
+        *why = text;
+    return NULL;
+}
+
+static struct gs_row *refuse_ended(int *err, const char **why)
+{
+    return gs_runtime_finalizing()
+               ? refuse(err, why, GILSHIM_EFINALIZING, "PyGILState_Ensure while the runtime finalizes")
+               : refuse(err, why, GILSHIM_EGONE, "PyGILState_Ensure for an interpreter that has ended");
+}
+
+struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int *err,
+                              const char **why)
 {
     struct gs_row *r = gs_row_find(self, in);
     if (r) {
         int idle = GS_ROW_IDLE;
-        if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY)) {
-            *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
-            return NULL;
-        }
+        if (!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY))
+            return refuse_ended(err, why);
     } else {
         /* Born BUSY, so an interpreter end that sweeps now waits for it. */
-        if (!(r = gs_row_add(self, in, NULL, GS_ROW_BUSY))) {
-            *err = GILSHIM_ENOMEM;
-            return NULL;
-        }
+        if (!(r = gs_row_add(self, in, NULL, GS_ROW_BUSY)))
+            return refuse(err, why, GILSHIM_ENOMEM, "out of memory for a thread state's row");
     }
     /* seq_cst after the CAS/publish above: see the protocol in registry.h */
     if (atomic_load(&in->state) != GS_ALIVE || gs_runtime_finalizing()) {
-        *err = gs_runtime_finalizing() ? GILSHIM_EFINALIZING : GILSHIM_EGONE;
-        atomic_store(&r->state, r->tstate ? GS_ROW_IDLE : GS_ROW_DEAD);
-        return NULL;
+        if (r->tstate)
+            atomic_store(&r->state, GS_ROW_IDLE);
+        else
+            drop_new_row(self, r);
+        return refuse_ended(err, why);
     }
     if (!r->tstate) {
         if (!in->hook_registered && !gs_interp_listed(in)) {
             atomic_store(&in->state, GS_DEAD);
-            atomic_store(&r->state, GS_ROW_DEAD);
-            *err = GILSHIM_EGONE;
-            return NULL;
+            drop_new_row(self, r);
+            return refuse(err, why, GILSHIM_EGONE, "PyGILState_Ensure for an interpreter that has ended");
         }
         /* CPython documents PyThreadState_New as callable without the GIL
          * (stock PyGILState_Ensure does exactly this). */
         self->in_setup++;
-        PyThreadState *t = py.ThreadState_New(in->ptr);
+        PyThreadState *t = gs_fault("PyThreadState_New for a row") ? NULL : py.ThreadState_New(in->ptr);
         self->in_setup--;
         if (!t) {
-            atomic_store(&r->state, GS_ROW_DEAD);
-            *err = GILSHIM_ENOMEM;
-            return NULL;
+            drop_new_row(self, r);
+            return refuse(err, why, GILSHIM_ENOMEM, "CPython could not create a thread state");
         }
         /* published with release: gs_thread_state_delete reads it from
          * other threads (the row stays BUSY while this runs) */
@@ -220,16 +243,14 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
         return GS_PyGILState_UNLOCKED;
     }
     int err = 0;
+    const char *why = "out of memory for the main interpreter's entry";
     /* not the fast path's guess for an Ensure re-entered while its row is made */
     self->fast_row = NULL;
     struct gs_interp *in = route.interp ? route.interp : gs_main_interp();
-    struct gs_row *r = in ? gs_row_acquire(self, in, &err) : NULL;
+    struct gs_row *r = in ? gs_row_acquire(self, in, &err, &why) : NULL;
     if (!r) {
         gs_frame_pop(self);
-        gs_fail_safe(err == GILSHIM_EFINALIZING ? "PyGILState_Ensure while the runtime finalizes"
-                     : err == GILSHIM_ENOMEM    ? "CPython could not create a thread state"
-                                                : "PyGILState_Ensure for an interpreter that has ended",
-                     caller);
+        gs_fail_safe(why, caller);
     }
     f->kind = GS_FRAME_ROW;
     f->row = r;
@@ -257,16 +278,56 @@ void gs_release_mismatch(const char *what, int oldstate, const void *caller)
             gs_describe_addr(caller, where, sizeof where), what);
 }
 
+static int is_pin(const struct gs_frame *f)
+{
+    return f->kind == GS_FRAME_NESTED && f->returned == GS_PyGILState_LOCKED && !f->explicit_api;
+}
+
+/* A Release given UNLOCKED while the innermost open Ensures only nested
+ * (returned LOCKED) is the Release of the Ensure under them, if that one
+ * returned UNLOCKED. Stock CPython only counts: it detaches there and the
+ * nested Ensures stay counted, which is how cffi 2.1 pins a foreign
+ * thread's state (thread_canary_register: a nested PyGILState_Ensure it
+ * never releases, where it did gilstate_counter++ before). Those Ensures
+ * acquired nothing: drop them, and that Ensure is the match. */
+static struct gs_frame *drop_pins(struct gs_thread *self, struct gs_frame *f)
+{
+    size_t i = self->depth - 1;
+    struct gs_frame *u;
+    do
+        u = i ? gs_frame_at(self, --i) : NULL;
+    while (u && is_pin(u));
+    if (!u || u->explicit_api || u->returned != GS_PyGILState_UNLOCKED)
+        return f;
+    while ((f = gs_frame_top(self)) != u) {
+        if (active_mode() == GS_MODE_DIAGNOSE && f->counted)
+            atomic_fetch_sub(&f->counted->in_flight, 1);
+        gs_frame_drop(self, f);
+    }
+    return u;
+}
+
 struct gs_frame *gs_release_match(struct gs_thread *self, int oldstate, const void *caller,
                                   const char *then)
 {
     struct gs_frame *f = gs_frame_top(self);
+    PyThreadState *att;
+    if (!f && (att = gs_py_attached()) && att == gs_tss_get() && py.port->gilstate_counter_offset &&
+        *(int *)((char *)att + py.port->gilstate_counter_offset) > 1)
+        /* No Ensure open, attached to the thread's own state, whose
+         * gilstate_counter is above 1: an Ensure made by hand (cffi <= 2.0's
+         * gil_ensure raises the counter and attaches the state with
+         * PyEval_RestoreThread). Stock's Release only counts it down, and
+         * detaches for UNLOCKED: nothing to report. */
+        return NULL;
     if (!f || f->explicit_api) {
         gs_release_mismatch(f ? "the innermost open Ensure on this thread is a gilshim_ensure token"
                               : "no PyGILState_Ensure is open on this thread",
                             oldstate, caller);
         return NULL;
     }
+    if (oldstate == GS_PyGILState_UNLOCKED && is_pin(f))
+        f = drop_pins(self, f);
     if (oldstate != f->returned) {
         char where[256], extra[512];
         gs_logx(GS_LOG_WARN, "release_mismatch", gs_json_site("site", caller, extra, sizeof extra),
@@ -539,8 +600,13 @@ __attribute__((noinline)) static PyThreadState *save_general(void)
 {
     struct gs_thread *self;
     PyThreadState *t;
-    if (!tracking() || !(self = gs_thread_self()))
+    if (!tracking())
         return ORIGINAL(SaveThread, "PyEval_SaveThread")();
+    if (!(self = gs_thread_self())) {
+        gs_log(GS_LOG_WARN, "out of memory for the thread record; PyEval_SaveThread goes on "
+               "untracked (CPython's own binding still names the state it detaches)");
+        return ORIGINAL(SaveThread, "PyEval_SaveThread")();
+    }
     t = __builtin_expect(self->py_current != NULL, 1) ? py.SaveThread() : save_thread_learning(self);
     if (t)
         gs_released_push(self, t);

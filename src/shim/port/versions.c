@@ -10,16 +10,19 @@
 #define UNTIL_3_11 .shared_current = 1, .exc_is_type = 1
 #define FROM_3_12 .gilstate_follows = 1
 static const struct gs_port rows[] = {
-    {.minor = 9, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88},
-    {.minor = 10, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88},
-    {.minor = 11, UNTIL_3_11, .thread_id_offset = 152, .exc_offset = 96},
-    {.minor = 12, FROM_3_12, .exc_offset = 96},
-    {.minor = 13, FROM_3_12, .exc_offset = 112},
-    {.minor = 14, FROM_3_12, .exc_offset = 112, .end_deletes_others = 1,
-     .late_caller = GS_LATE_HANGS},
-    {.minor = 15, FROM_3_12, .exc_offset = 136, .end_deletes_others = 1,
-     .late_caller = GS_LATE_HANGS, .after_fini = GS_AFTER_HANGS, .gilstate_in_tls = 1,
-     .pep788 = 1},
+    {.minor = 9, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88,
+     .gilstate_counter_offset = 160},
+    {.minor = 10, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88,
+     .gilstate_counter_offset = 160},
+    {.minor = 11, UNTIL_3_11, .thread_id_offset = 152, .exc_offset = 96,
+     .gilstate_counter_offset = 136},
+    {.minor = 12, FROM_3_12, .exc_offset = 96, .gilstate_counter_offset = 120},
+    {.minor = 13, FROM_3_12, .exc_offset = 112, .gilstate_counter_offset = 136},
+    {.minor = 14, FROM_3_12, .exc_offset = 112, .gilstate_counter_offset = 136,
+     .end_deletes_others = 1, .late_caller = GS_LATE_HANGS},
+    {.minor = 15, FROM_3_12, .exc_offset = 136, .gilstate_counter_offset = 160,
+     .end_deletes_others = 1, .late_caller = GS_LATE_HANGS, .after_fini = GS_AFTER_HANGS,
+     .gilstate_in_tls = 1, .pep788 = 1},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 

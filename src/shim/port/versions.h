@@ -50,6 +50,9 @@ struct gs_port {
     /* offsetof(PyThreadState, curexc_type or current_exception); checked on
      * a live thread state before it is used (resolve.c). */
     long exc_offset;
+    /* offsetof(PyThreadState, gilstate_counter): whether stock's Release
+     * only counts a state down, or deletes it (route.c). */
+    long gilstate_counter_offset;
 };
 
 /* The row for 3.minor, or NULL if the shim does not know that version. */

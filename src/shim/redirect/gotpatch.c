@@ -18,6 +18,8 @@
 #define _GNU_SOURCE
 #include "redirect.h"
 
+#include "../../registry/alloc.h"
+
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
@@ -46,6 +48,7 @@ static struct seen_obj {
     const ElfW(Phdr) *phdr;
 } *g_seen;
 static size_t g_nseen, g_capseen;
+static int g_seen_short;  /* its growth failed, and was reported */
 
 int gs_redirect_method(void) { return atomic_load(&g_method); }
 
@@ -56,9 +59,16 @@ static int already_seen(const struct dl_phdr_info *info)
             return 1;
     if (g_nseen == g_capseen) {
         size_t cap = g_capseen ? 2 * g_capseen : 64;
-        struct seen_obj *n = realloc(g_seen, cap * sizeof *n);
-        if (!n)
-            return 0;  /* walk it again next time: patching is idempotent */
+        struct seen_obj *n = gs_realloc("GOT patching list", g_seen, cap * sizeof *n);
+        if (!n) {
+            /* walk it again next time: patching is idempotent */
+            if (!g_seen_short)
+                gs_log(GS_LOG_WARN, "out of memory for the GOT patching list; loaded objects "
+                       "are walked again at the next dlopen");
+            g_seen_short = 1;
+            return 0;
+        }
+        g_seen_short = 0;
         g_seen = n;
         g_capseen = cap;
     }
