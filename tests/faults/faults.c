@@ -19,8 +19,8 @@
  *   ok|FAIL PHASE N/K SITE: what happened
  *
  * SITE is "-" for the runs where nothing failed. The phases, in order:
- * generation, ensure, creator, grandchild, bind, api, save, view, newsub,
- * then sweep at the runtime's end (3.13+); in diagnose mode, diagnose, then
+ * generation, ensure, creator, grandchild, bind, api, guard, save, view,
+ * newsub, then sweep at the runtime's end (3.13+); in diagnose mode, diagnose, then
  * the summary at exit, whose log tests/run-faults.sh checks.
  */
 #define _GNU_SOURCE 1
@@ -549,6 +549,81 @@ static void api_check(struct check *c)
     }
 }
 
+/* guard: a guard through sub1's view and an ensure through it, then
+ * gilshim_ensure_guarded on sub2, each released and closed. A call that
+ * fails is made again at once: it must then work. No guard may be left
+ * open: the sub-interpreters' ends at the finale would wait for it. */
+static gilshim_guard *guard_again(struct obs *o, gilshim_view v)
+{
+    gilshim_guard *g = gilshim_guard_from_view(v);
+    if (!g) {
+        o->errors++;
+        o->err = gilshim_last_error();
+        if (!(g = gilshim_guard_from_view(v)))
+            o->retry_fail++;
+    }
+    return g;
+}
+
+static gilshim_token *guarded_again(struct obs *o, gilshim_guard *g, gilshim_view v)
+{
+    gilshim_token *t = g ? gilshim_guard_ensure(g) : gilshim_ensure_guarded(v);
+    if (!t) {
+        o->errors++;
+        o->err = gilshim_last_error();
+        if (!(t = g ? gilshim_guard_ensure(g) : gilshim_ensure_guarded(v)))
+            o->retry_fail++;
+    }
+    return t;
+}
+
+static void *guard_thread(void *p)
+{
+    struct obs *o = p;
+    char where[32];
+    gilshim_guard *g = guard_again(o, views[1]);
+    gilshim_token *t = g ? guarded_again(o, g, views[1]) : NULL;
+    if (t) {
+        o->entered++;
+        python_call(where, sizeof where);
+        o->wrong += strcmp(where, "sub1") != 0;
+        gilshim_release(t);
+    }
+    gilshim_guard_close(g);
+    if ((t = guarded_again(o, NULL, views[2]))) {
+        o->entered++;
+        python_call(where, sizeof where);
+        o->wrong += strcmp(where, "sub2") != 0;
+        gilshim_release(t);
+    }
+    return o;
+}
+
+static void guard_body(struct obs *o) { run_thread(guard_thread, o); }
+
+static void guard_check(struct check *c)
+{
+    const struct obs *o = c->o;
+    expect_finished(c, NULL);
+    expect(c, o->entered == 2, "%d of 2 ensures through a guard gave a token", o->entered);
+    expect(c, !o->wrong, "%d callback(s) in the wrong interpreter", o->wrong);
+    expect_no_fail_safe(c);
+    if (!o->failed || failed_at(o, "pthread_create trampoline")) {
+        expect(c, !o->errors, "%d call(s) failed", o->errors);
+        if (o->failed)
+            expect_not_inherited(c, NULL);
+    } else if (failed_at(o, "interpreter guard") || failed_at(o, "thread record") ||
+               failed_at(o, "row list") || failed_at(o, "row block") ||
+               failed_at(o, "PyThreadState_New for a row") || failed_at(o, "Ensure frame chunk")) {
+        expect(c, o->errors == 1, "%d call(s) failed, expected 1", o->errors);
+        expect(c, o->err == GILSHIM_ENOMEM, "the call failed with %d, expected GILSHIM_ENOMEM",
+               o->err);
+        expect(c, !o->retry_fail, "the call after it failed too");
+    } else {
+        check_unexpected(c);
+    }
+}
+
 /* save: a thread attaches a state of its own in sub1 and detaches it
  * (PyEval_SaveThread makes the thread's record); inside that region a
  * PyGILState_Ensure re-attaches it (rule 2). */
@@ -805,6 +880,7 @@ int main(int argc, char **argv)
             {"ensure", ensure_body, ensure_check},     {"creator", creator_body, creator_check},
             {"grandchild", grandchild_body, grandchild_check},
             {"bind", bind_body, bind_check},           {"api", api_body, api_check},
+            {"guard", guard_body, guard_check},
             {"save", save_body, save_check},           {"view", view_body, view_check},
             {"newsub", newsub_body, newsub_check},
         };

@@ -43,7 +43,7 @@ static gilshim_guard *guard_on(struct gs_interp *in, gilshim_view v)
 {
     if (gs_guard_take(in))
         return refused(), NULL;
-    gilshim_guard *g = malloc(sizeof *g);
+    gilshim_guard *g = gs_malloc("interpreter guard", sizeof *g);
     if (!g) {
         gs_guard_put(in);
         return gs_set_error(GILSHIM_ENOMEM), NULL;
