@@ -66,8 +66,8 @@ for cfg in $PYTHONS; do
     # PyThreadState_New of the shim's own Ensure (CPython gh-96071). Stock
     # deadlocks here on 3.9-3.11; gilshim, reached by the hook's call
     # through libpython's PLT, nests it instead.
-    tm_shim=$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
     if ldd "$py" | grep -q libpython; then
+        tm_shim=$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
         expect "gilshim -X tracemalloc ctypes-thread" sub "$tm_shim"
     else
         # libpython in the executable: its internal calls never reach a
