@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # gilshim: see README.md. `make` builds build/libgilshim.so; `make test`
 # runs every tier; `make demo` shows one wrong-interpreter callback fixed.
 CC      ?= cc
@@ -133,6 +134,7 @@ check: $(LIB) $(BUILD)/gilshim
 	tests/check-layers.sh
 	tests/check-secure.sh $(LIB)
 	tests/check-man.sh $(BUILD)/gilshim $(LIB)
+	tests/check-licence.sh
 
 # Debian packages built from a copy of the tree, checked with lintian,
 # installed on this host and used without the tree, then removed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A C library calls back from a thread it created, during a call made in a
 sub-interpreter. Which interpreter runs the Python callback?"""
 import sys

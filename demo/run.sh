@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # make demo: one real wrong-interpreter callback, under stock CPython and
 # under gilshim, on the newest CPython of tests/pythons.sh.
 set -eu

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gilshim: run native callbacks in the CPython interpreter that owns them.
  *

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # libgilshim exports exactly the interposed names and the gilshim_ API, and
 # links no libpython.
 set -eu

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Preloaded into programs without Python, the shim is silent and changes
 # nothing: exit status 0 and no output at all.
 set -eu

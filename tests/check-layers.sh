@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The layers of src/ (docs/architecture.md), checked from the object files:
 # file A uses file B when A's object leaves undefined a symbol B's object
 # defines. Fails on any cycle, and on any use of a higher layer.

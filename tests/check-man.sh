@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The man pages render without a single groff or man warning, name every
 # option, variable, function and error they document, and agree with the
 # gilshim command's --help and --version.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Secure-execution mode (docs/security.md). A setuid-root program linked
 # with libgilshim, run by an unprivileged user with every GILSHIM_*
 # variable set to something harmful, keeps every default: no log file is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Sourced: sets PYTHONS to the python3-config of every CPython the tests
 # run against: on the host pyenv's 3.9-3.13 with a shared libpython and
 # Debian's python3.11; inside the sid root (tests/sid.sh) Debian's 3.14 and

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # CPython 3.15's own PEP 788 cycle against gilshim's (make bench; numbers in
 # docs/pep788.md "Speed"). For every CPython 3.15+ of tests/pythons.sh,
 # tests/bench/pep788.c runs RUNS times with libgilshim preloaded; each key

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Issue 6's benchmark (make bench). For every CPython, tests/bench/bench.c
 # runs RUNS times without the shim and RUNS times with libgilshim preloaded,
 # alternately; each key keeps its best run. Every ratio with a tight target

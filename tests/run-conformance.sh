@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # CPython's own regression suites (test_threading, test_thread, test_capi,
 # test_sqlite3, test_ctypes, test_embed, test_atexit and the sub-interpreter
 # suites), stock and with gilshim preloaded, compared test by test, on every

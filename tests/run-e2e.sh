@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # End to end: real Python programs, unmodified, run as they are (stock) and
 # through tools/inject.sh, on every CPython of tests/pythons.sh. Each line
 # prints both outcomes; a wrong-interpreter result under the shim fails.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Build tests/embed against every CPython in tests/pythons.sh and run them.
 set -eu
 cd "$(dirname "$0")/.."

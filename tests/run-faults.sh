@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Every allocation the shim makes, failed in turn (docs/failure-paths.md):
 # tests/faults/faults.c linked with the fault-injection build of the shim
 # (build/fault/, -DGILSHIM_FAULT_INJECTION, never the shipped library), on

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The explicitly linked path: `make install` into a scratch prefix, build
 # examples/legacy_ext with pkg-config against each CPython, and run it in a
 # sub-interpreter with no LD_PRELOAD. Its callback must run in the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Build tests/lifecycle/scenario.c twice per CPython in tests/pythons.sh,
 # stock and with gilshim, and run the lifecycle tests against each pair.
 set -eu

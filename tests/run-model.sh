@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Model-check the row protocol (tests/model/rows.pml, docs/row-protocol-model.md)
 # with spin, exhaustively: the model as the C code is must show no error, and
 # each seeded bug must show one, so that a pass cannot be vacuous.

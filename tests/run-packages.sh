@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # make packages: the Debian packages, end to end.
 #  1. dpkg-buildpackage -b on a copy of this tree (the .debs land in
 #     build/deb/, the log in build/deb/build.log);

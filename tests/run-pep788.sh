@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # PEP 788's API from an extension's own threads (examples/pep788_ext, driven
 # by tests/pep788/test_pep788.py) on every CPython of tests/pythons.sh:
 #   3.9-3.14  through <gilshim/pep788.h>: gilshim `make install`ed into a

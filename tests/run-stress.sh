@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The stress run of tests/stress/stress.c against every CPython in
 # tests/pythons.sh, with the shim built one of four ways:
 #   run-stress.sh plain|asan|tsan|valgrind [SECONDS]

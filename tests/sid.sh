@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Run a command inside the Debian sid root that carries CPython 3.14 and
 # 3.15 (tools/deps.sh sid makes it), with this tree bind-mounted at the same
 # path, in a mount namespace of its own: the mounts end with the command,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Run a command with libgilshim first in LD_PRELOAD (see README.md).
 #   tools/inject.sh [OPTIONS] [--] COMMAND [ARGS...]
 # The options are in help() below. The library is $GILSHIM_LIB if set, else

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A legacy extension that cannot be preloaded against: it calls back from a
  * thread it creates. Two lines make it route correctly without LD_PRELOAD:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * An extension written only against CPython 3.15's PEP 788 API, built from
  * this one source for 3.9 to 3.15. Below 3.15, <gilshim/pep788.h> gives it

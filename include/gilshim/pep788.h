@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * CPython 3.15's PEP 788 API for extensions built against 3.9-3.14:
  * interpreter guards and views, PyThreadState_Ensure/EnsureFromView/Release,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * For extensions that cannot rely on LD_PRELOAD: include this after
  * <Python.h> (and <pthread.h>), link with `pkg-config --libs gilshim`, and

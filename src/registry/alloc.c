@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Allocation-failure injection, compiled only with -DGILSHIM_FAULT_INJECTION
  * (tests/run-faults.sh builds it in build/fault/; the shipped library has

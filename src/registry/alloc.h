@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Every heap allocation of the shim, and every CPython call that makes a
  * thread state for it, goes through here: the place a test makes them fail.

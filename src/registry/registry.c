@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Interpreters, thread records, rows, frames: see registry.h. */
 #define _GNU_SOURCE
 #include "registry.h"

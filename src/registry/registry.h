@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The registry owns gilshim's state: the interpreters it has seen, one
  * record per OS thread that touched it, that thread's cached thread states

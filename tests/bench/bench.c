@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Issue 6's measurements, one program for every CPython. It never links
  * gilshim: tests/run-bench.sh runs it plain and with libgilshim preloaded,

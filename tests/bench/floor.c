@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The floor of make bench: the cheapest interposer of PyGILState_Ensure and
  * PyGILState_Release there can be, preloaded instead of gilshim. A foreign

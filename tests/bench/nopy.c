@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pthread_create + join in a process without Python: run with libgilshim
  * preloaded, the interposed pthread_create (which must find no CPython and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * CPython 3.15's own PEP 788 cycle against gilshim's, in one process
  * (docs/pep788.md "Speed"). Run with libgilshim preloaded, on CPython

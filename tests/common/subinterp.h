@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Sub-interpreters for the test programs (embed, lifecycle, stress): one
  * way to make them and one way to end them, on every version. Include

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """CPython's own regression suites, stock and under gilshim, compared test by test.
 
     conformance.py run --mode full|ci --tag TAG --out DIR [--expected FILE] [--required]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A freshly built extension module that calls back from a thread it
  * creates (what an audio or GUI binding does). Built twice by
  * tests/run-e2e.sh: cbext (lazy binding) and cbext_relro (full RELRO,

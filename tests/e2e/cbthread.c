@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A stand-in for a C library with callbacks (portaudio, GStreamer, ...):
  * it calls back either on a worker thread it creates itself, or
  * synchronously on the caller's thread. Built without Python. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Check a GILSHIM_LOG_FORMAT=json log against the schema in docs/messages.md.
 
 usage: check_report.py LOG CALLBACKS OBJECT

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Real callback clients: in which interpreter do their callbacks run?
 
 usage: clients.py CLIENT PLACE DIR

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What entering a sub-interpreter from a C++ thread costs, per enter+leave:
 pybind11's own answer (subinterpreter_scoped_activate, a new thread state
 each time or one reused) against PyGILState_Ensure/Release, which gilshim

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # cython: language_level=3
 # A Cython extension that calls back from a thread it starts itself:
 # `with gil` in a nogil function is PyGILState_Ensure/Release in the

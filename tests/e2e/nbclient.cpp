@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // A nanobind extension that calls back from a std::thread it starts, with
 // nanobind's own nb::gil_scoped_acquire (PyGILState_Ensure/Release)
 // (tests/e2e/clients.py, nanobind-thread).

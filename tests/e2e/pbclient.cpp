@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // A pybind11 3.x extension that calls back from a std::thread it starts
 // (tests/e2e/clients.py, pybind11-*), and times what each way of entering
 // the caller's interpreter from such a thread costs (tests/e2e/cycle.py).

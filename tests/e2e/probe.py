@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Which interpreter runs a callback that belongs to a sub-interpreter?
 
 usage: probe.py SCENARIO [LIBCBTHREAD]

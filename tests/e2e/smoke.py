@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The main interpreter alone: what worked before works the same."""
 import ctypes
 import sqlite3

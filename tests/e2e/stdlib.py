@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The standard library's sub-interpreters (3.14+) running code whose C
 library calls back. Prints one line "SCENARIO: RESULT"; RESULT is "own"
 when every callback ran in the interpreter that made it, else a count.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Tasks that tests/e2e/stdlib.py runs in the standard library's
 sub-interpreters (3.14+). They are imported there by name, so they live in
 a module of their own (on PYTHONPATH), not in the script."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A fresh sub-interpreter on 3.9-3.13, for the e2e probes (probe.py,
 clients.py); tests/common/subinterp.h is its C counterpart."""
 

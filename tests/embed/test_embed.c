@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Embedding tests: real CPython (the version this file is compiled
  * against), libgilshim linked ahead of libpython so that, as under

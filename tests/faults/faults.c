@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Out of memory, and CPython failing to make a thread state, at every call
  * the shim makes through src/registry/alloc.h (docs/failure-paths.md).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Lifecycle scenarios: an embedding program that does one thing stock
  * CPython gets wrong at an interpreter's or the runtime's end, and says

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Lifecycle tests: each runs tests/lifecycle/scenario.c twice, as stock
  * CPython (scenario-stock-TAG) and with gilshim (scenario-shim-TAG), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The row protocol (src/registry/registry.h) as spin explores it: owner
  * threads cycling through PyGILState_Ensure/Release on their cached row of

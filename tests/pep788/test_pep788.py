@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """PEP 788's API used by an extension's own threads (examples/pep788_ext),
 the same checks on every CPython: through <gilshim/pep788.h> and libgilshim
 on 3.9-3.14, through CPython's own API on 3.15, which holds the test itself

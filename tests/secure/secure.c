@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The program tests/check-secure.sh makes setuid root and runs as an
  * unprivileged user: it says which settings gilshim took. Linked with

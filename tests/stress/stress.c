@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Stress: 32 foreign threads call into 4 sub-interpreters (own-GIL ones on
  * 3.12+) and the main one, with a Python call inside every callback, while

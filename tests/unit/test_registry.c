@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Registry unit tests: linked directly, no Python, each test in its own
  * process (Criterion). Interpreters and thread states are fake pointers. */
 #define _GNU_SOURCE  /* pthread_barrier_t */

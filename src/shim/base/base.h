@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The foundation of src/shim/: configuration (GILSHIM_*, read once) and
  * messages. Uses nothing of CPython and no other layer (docs/architecture.md).

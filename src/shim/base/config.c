@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* GILSHIM_* environment variables (README "Environment") and messages.
  * Read once, on first use, without pthread_once: the first reader may be
  * inside a CPython callback that re-enters the shim. Racing first readers

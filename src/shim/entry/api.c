@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The explicit API of include/gilshim.h. Failures return an error (and set
  * gilshim_last_error) instead of taking the interposed Ensure's fail-safe
  * path: a caller of this API can handle them. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The entry points: CPython's names that libgilshim exports (interpose.c)
  * and the gilshim_ API (api.c, include/gilshim.h). The top layer: each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The interposition layer: CPython's own names, exported so that with
  * LD_PRELOAD every extension module's calls land here first, and the same

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The gilshim_ side of <gilshim/pep788.h>: CPython 3.15's interpreter
  * guards on 3.9-3.14 (docs/pep788.md). A guard is an interpreter entry

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * GILSHIM_MODE=diagnose: decide as route mode would, then do what stock
  * CPython does, and report each call site where the two differ. The first

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * GILSHIM_MODE=diagnose: the policy's decision, reported, and stock's
  * outcome kept. The engine reaches it only through the gs_mode_ops the

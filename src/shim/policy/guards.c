@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * PEP 788's interpreter guards (docs/pep788.md): while one is open, the
  * interpreter's end waits for it. Each interpreter entry counts its open

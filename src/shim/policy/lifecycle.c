@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Interpreter ends, runtime finalization, thread exit, fork.
  *

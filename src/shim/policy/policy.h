@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The policy: the routing decision and the Ensure/Release engine (route.c),
  * and the lifecycle of interpreters, the runtime and threads (lifecycle.c).

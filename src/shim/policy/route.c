@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The routing core: what PyGILState_Ensure/Release and the calls around
  * them do once CPython is known (docs/routing.md). Every CPython

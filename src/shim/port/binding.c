@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Where CPython binds a thread state to its OS thread for PyGILState: found,
  * read and cleared here, for the policy above. Facts and mechanisms only.

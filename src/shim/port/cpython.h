@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The slice of CPython the shim uses, declared here instead of including
  * Python.h: the shim links no libpython and runs unchanged on every version, so

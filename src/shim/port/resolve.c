@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Finding CPython at run time, lazily: a preloaded library is inherited by
  * every child process (sh, cc, git), so nothing here runs in a constructor
  * and a process without Python only ever pays one failed dlsym. */

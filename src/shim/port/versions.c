@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One row per CPython version (versions.h). Offsets are those of a default
  * (GIL) build on x86-64 and are checked against each version's headers by
  * tests/embed; where a check on a live state fails, the shim falls back to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What differs between CPython versions, as data: one row per minor
  * version in versions.c, and nothing else in the shim asks which version it

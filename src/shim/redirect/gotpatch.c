@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * GOT patching, for Pythons whose executable carries libpython (Debian's
  * python3.11, conda, manylinux): the dynamic linker searches the executable

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * How calls reach the shim: symbol interposition, GOT patching, the dlopen
  * hook. Mechanism only: which names, and the functions they reach, are the
