@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Install what `make test` / `make demo` / `make sanitize` need and lack
 # (Debian packages), and the Debian sid root that carries CPython 3.14 and
 # 3.15 (tests/sid.sh).
@@ -12,7 +13,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 SID_PACKAGES="python3.14 python3.15 python3.14-dev python3.15-dev
  libpython3.14-testsuite libpython3.15-testsuite gcc g++ libc6-dev make pkg-config
  libcriterion-dev valgrind python3-cffi cython3 python3-apsw python3-gi gir1.2-glib-2.0
- python3-grpcio pybind11-dev python3-nanobind"
+ python3-grpcio pybind11-dev python3-nanobind
+ python3.13-dbg python3.14-dbg python3.15-dbg libpython3.13-dbg libpython3.14-dbg libpython3.15-dbg
+ python3.13-dev apache2 libapache2-mod-wsgi-py3
+ python3-pytest python3-build python3-setuptools python3-wheel python3-pip python3.14-venv python3.15-venv"
 
 install_packages() {
     if [ "$(id -u)" != 0 ]; then
@@ -82,7 +86,16 @@ case ${1:-test} in
           # the row protocol's model (tests/run-model.sh)
           command -v spin >/dev/null 2>&1 || need="$need spin"
           # every allocation failed under memcheck (tests/run-faults.sh)
-          command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;
+          command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
+          # Debian 12's CPython debug build (the debug tier); a real server
+          # (Apache + mod_wsgi); Debian 12's own apsw, whose API predates
+          # the names sid's apsw uses; pytest, build and venv for the wheel
+          # and the pytest plugin; qemu-user and a cross compiler for arm64
+          for p in python3.11-dbg libpython3.11-dbg apache2 libapache2-mod-wsgi-py3 python3-apsw \
+                   python3-pytest python3-build python3-venv python3-setuptools python3-wheel python3-pip \
+                   qemu-user-static gcc-aarch64-linux-gnu; do
+              have_pkg $p || need="$need $p"
+          done ;;
     sanitize) have_pkg libcriterion-dev || need="$need libcriterion-dev"
           have_pkg python3-dev || need="$need python3-dev"
           command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
