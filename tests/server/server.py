@@ -1,0 +1,317 @@
+# SPDX-License-Identifier: MIT
+"""The real-server tier: Apache with mod_wsgi, stock and with gilshim.
+
+usage: server.py MOD_WSGI LIBGILSHIM LIBCBTHREAD
+Runs tests/server/app.wsgi in mod_wsgi's default application group (a
+sub-interpreter), in embedded and in daemon mode, once stock and once with
+LIBGILSHIM in the LD_PRELOAD of the apache2 process, and for each:
+  probe     20 requests at concurrency 4: where each callback ran
+  graceful  `apache2 -k graceful` with /slow requests in flight, then 20 more
+  load      SERVER_REQUESTS (2000) requests at concurrency 8
+  stop      `apache2 -k stop` with /slow requests in flight, timed
+then, with GILSHIM_MODE=diagnose and a JSON log, 20 requests, every child
+killed (SIGKILL) and Apache stopped, and `gilshim report` over the log.
+Apache runs from a config of its own in a temporary folder (nothing in
+/etc/apache2 is read or changed), on 127.0.0.1 and a free port only.
+Prints one line per check ("ok ..." or "FAIL ...") and the numbers side by
+side; exits 1 if any check failed.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+MODULES = "/usr/lib/apache2/modules"
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+REQUESTS = int(os.environ.get("SERVER_REQUESTS", "2000"))
+KINDS = ("sqlite3", "sync", "thread")
+# What a crashed or aborted process leaves in Apache's error log.
+CRASH = ("Fatal Python error", "exit signal", "Segmentation fault", "Aborted",
+         "core dumped", "has died")
+failed = []
+
+
+def check(ok, what, detail=""):
+    print(("  ok   " if ok else "  FAIL ") + what + (": " + detail if detail and not ok else ""),
+          flush=True)
+    if not ok:
+        failed.append(what)
+    return ok
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONF = """\
+ServerRoot "{d}"
+PidFile "{d}/httpd.pid"
+ErrorLog "{d}/error.log"
+DefaultRuntimeDir "{d}"
+LogLevel info
+Listen 127.0.0.1:{port}
+ServerName 127.0.0.1
+User www-data
+Group www-data
+LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule wsgi_module {wsgi}
+StartServers 2
+ServerLimit 6
+ThreadsPerChild 8
+MaxRequestWorkers 16
+MinSpareThreads 4
+MaxSpareThreads 16
+GracefulShutdownTimeout 10
+WSGISocketPrefix "{d}/wsgi"
+WSGIScriptAlias / "{d}/app.wsgi"
+{daemon}
+<Directory "{d}">
+    Require all granted
+</Directory>
+"""
+DAEMON = """WSGIDaemonProcess app processes=2 threads=8
+WSGIProcessGroup app"""
+
+
+class Apache:
+    """One Apache, in folder d, with env added to apache2's environment."""
+
+    def __init__(self, d, wsgi, daemon, env):
+        self.d, self.port = d, free_port()
+        self.conf = os.path.join(d, "httpd.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(d=d, port=self.port, m=MODULES, wsgi=wsgi,
+                                daemon=DAEMON if daemon else ""))
+        self.env = dict(os.environ, **env)
+        self.env.pop("LD_PRELOAD", None) if "LD_PRELOAD" not in env else None
+
+    def ctl(self, what):
+        return subprocess.run([APACHE, "-f", self.conf, "-k", what], env=self.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def start(self):
+        r = self.ctl("start")
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        print(r.stdout, self.log(), sep="\n")
+        return False
+
+    def pid(self):
+        try:
+            with open(os.path.join(self.d, "httpd.pid")) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout=60):
+        """-k stop; seconds until the parent is gone, or None (a hang)."""
+        pid, t0 = self.pid(), time.time()
+        self.ctl("stop")
+        while pid and os.path.exists(f"/proc/{pid}") and time.time() - t0 < timeout:
+            try:  # a zombie of ours is gone too
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split(") ")[-1].startswith("Z"):
+                        break
+            except OSError:
+                break
+            time.sleep(0.02)
+        if pid and os.path.exists(f"/proc/{pid}") and time.time() - t0 >= timeout:
+            os.kill(pid, signal.SIGKILL)
+            return None
+        return time.time() - t0
+
+    def log(self):
+        try:
+            with open(os.path.join(self.d, "error.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def requests(port, path, n, conc, stop=None):
+    """n requests (or, with stop, until stop is set) on conc threads, each
+    with its own keep-alive connection. Returns (answers, errors, seconds)."""
+    answers, errors, lock = [], [], threading.Lock()
+    left = [n]
+
+    def worker():
+        conn = None
+        while True:
+            with lock:
+                if (stop is not None and stop.is_set()) or (stop is None and left[0] <= 0):
+                    break
+                left[0] -= 1
+            try:
+                conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}")
+                a = json.loads(body)
+                with lock:
+                    answers.append(a)
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                if conn:
+                    conn.close()
+                conn = None
+                time.sleep(0.02)  # a stopped server refuses at once: no busy loop
+        if conn:
+            conn.close()
+
+    t0 = time.time()
+    ts = [threading.Thread(target=worker) for _ in range(conc)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return answers, errors, time.time() - t0
+
+
+def tally(answers):
+    """{kind: number of answers where that callback ran in the sub}"""
+    return {k: sum(1 for a in answers if a.get(k) == "sub") for k in KINDS}
+
+
+def in_flight(port, action, n_threads=4, before=0.4, after=0.6):
+    """/slow requests on n_threads while action() runs; their outcome."""
+    stop = threading.Event()
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=requests(port, "/slow", 0, n_threads, stop)))
+    t.start()
+    time.sleep(before)
+    res = action()
+    time.sleep(after)
+    stop.set()
+    t.join(60)
+    answers, errors, _ = out.get("r", ([], ["client hung"], 0))
+    return res, answers, errors
+
+
+def run_side(base, wsgi, daemon, side, lib, sync_load):
+    d = tempfile.mkdtemp(prefix=f"{side}-", dir=base)
+    os.chmod(d, 0o777)  # the children (www-data) create mod_wsgi's sockets here
+    shutil.copy(os.path.join(HERE, "app.wsgi"), d)
+    shutil.copy(os.path.join(base, "libcbthread.so"), d)
+    env = {"LD_PRELOAD": lib} if side == "gilshim" else {}
+    ap = Apache(d, wsgi, daemon, env)
+    r = {"side": side}
+    if not check(ap.start(), f"{side}: Apache starts"):
+        return r
+    answers, errors, _ = requests(ap.port, "/", 20, 4)
+    r["probe"], r["probe_errors"] = tally(answers), len(errors)
+
+    _, a, e = in_flight(ap.port, lambda: ap.ctl("graceful"))
+    r["graceful_inflight"] = (len(a), len(e))
+    time.sleep(0.5)
+    answers, errors, _ = requests(ap.port, "/", 20, 4)
+    r["after_graceful"], r["after_graceful_errors"] = tally(answers), len(errors)
+
+    answers, errors, secs = requests(ap.port, "/", REQUESTS, 8)
+    r["load"] = (len(answers), len(errors), len(answers) / secs if secs else 0)
+    r["load_errors"] = errors[:3]
+    if sync_load or r["load"][1]:
+        # stock failed under the full request (3.14/3.15 crash on the
+        # library thread's callback): the ratio on the two callbacks it runs
+        answers, errors, secs = requests(ap.port, "/sync", REQUESTS // 2, 8)
+        r["load_sync"] = (len(answers), len(errors), len(answers) / secs if secs else 0)
+
+    stop_secs, a, e = in_flight(ap.port, ap.stop, after=0.2)
+    r["stop"], r["stop_inflight"] = stop_secs, (len(a), len(e))
+    log = ap.log()
+    r["crash_lines"] = [ln for ln in log.splitlines() if any(c in ln for c in CRASH)]
+    r["log"] = os.path.join(d, "error.log")
+    return r
+
+
+def show(mode, s, g):
+    def fmt(p):
+        return " ".join(f"{k} {p.get(k, 0)}/20" for k in KINDS)
+    print(f"  {mode}: callbacks in the sub, of 20 requests (stock | gilshim)")
+    print(f"    first 20:          {fmt(s.get('probe', {}))} | {fmt(g.get('probe', {}))}")
+    print(f"    after graceful:    {fmt(s.get('after_graceful', {}))} | "
+          f"{fmt(g.get('after_graceful', {}))}")
+    for key, name in (("load", "/"), ("load_sync", "/sync")):
+        if key in s and key in g:
+            ratio = g[key][2] / s[key][2] if s[key][2] else float("nan")
+            print(f"    load {name:5s} {REQUESTS if key == 'load' else REQUESTS // 2} at "
+                  f"concurrency 8: stock {s[key][0]} ok {s[key][1]} errors {s[key][2]:.0f}/s | "
+                  f"gilshim {g[key][0]} ok {g[key][1]} errors {g[key][2]:.0f}/s; "
+                  f"throughput gilshim/stock {ratio:.2f}")
+    for k, name in (("graceful_inflight", "graceful"), ("stop_inflight", "stop")):
+        if k in s and k in g:
+            print(f"    /slow in flight over {name}: stock {s[k][0]} ok {s[k][1]} failed | "
+                  f"gilshim {g[k][0]} ok {g[k][1]} failed")
+    if "stop" in s and "stop" in g:
+        st = "hung" if s["stop"] is None else f"{s['stop']:.2f} s"
+        gt = "hung" if g["stop"] is None else f"{g['stop']:.2f} s"
+        print(f"    stop: stock {st} | gilshim {gt}")
+    if s.get("crash_lines"):
+        print(f"    stock's error log: {len(s['crash_lines'])} crash line(s), e.g. "
+              f"{s['crash_lines'][0][-120:]}")
+
+
+def judge(mode, s, g):
+    full = {k: 20 for k in KINDS}
+    check(g.get("probe") == full and g.get("probe_errors") == 0,
+          f"{mode}: gilshim runs all 3 callbacks of 20 requests in the sub",
+          f"{g.get('probe')} errors {g.get('probe_errors')}")
+    check(g.get("after_graceful") == full and g.get("after_graceful_errors") == 0,
+          f"{mode}: the same after a graceful restart with requests in flight",
+          f"{g.get('after_graceful')} errors {g.get('after_graceful_errors')}")
+    if "load" in g:
+        check(g["load"][1] == 0 and g["load"][0] == REQUESTS,
+              f"{mode}: gilshim serves {REQUESTS} requests at concurrency 8 without an error",
+              f"{g['load'][1]} errors, e.g. {g['load_errors']}")
+    if "stop" in g:
+        check(g["stop"] is not None, f"{mode}: gilshim's Apache stops (no hang)")
+        if g["stop"] is not None and s.get("stop") is not None:
+            check(g["stop"] <= max(2 * s["stop"], s["stop"] + 2),
+                  f"{mode}: gilshim's stop time is stock's",
+                  f"{g['stop']:.2f} s against {s['stop']:.2f} s")
+    check(not g.get("crash_lines"), f"{mode}: gilshim's error log has no crash and no "
+          "'Fatal Python error'", "; ".join(g.get("crash_lines", [])[:3]))
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__.strip())
+    wsgi, lib, cbthread = sys.argv[1:]
+    base = tempfile.mkdtemp(prefix="gilshim-server-")
+    os.chmod(base, 0o755)
+    shutil.copy(cbthread, os.path.join(base, "libcbthread.so"))
+    try:
+        for mode, daemon in (("embedded", False), ("daemon", True)):
+            s = run_side(base, wsgi, daemon, "stock", lib, False)
+            g = run_side(base, wsgi, daemon, "gilshim", lib, "load_sync" in s)
+            show(mode, s, g)
+            judge(mode, s, g)
+    finally:
+        if not failed:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"  (logs kept in {base})")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
