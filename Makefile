@@ -7,6 +7,8 @@ DESTDIR ?=
 BINDIR  ?= $(PREFIX)/bin
 LIBDIR  ?= $(PREFIX)/lib
 MANDIR  ?= $(PREFIX)/share/man
+# gilshim_report.py, run by `gilshim report`
+REPORTDIR ?= $(PREFIX)/share/gilshim
 WERROR  ?=
 CFLAGS  ?= -O2 -g
 SONAME  := libgilshim.so.0
@@ -184,12 +186,13 @@ $(BUILD)/gilshim.pc: gilshim.pc.in include/gilshim.h FORCE
 $(BUILD)/gilshim: tools/inject.sh include/gilshim.h FORCE
 	@mkdir -p $(BUILD)
 	sed -e 's|^me=inject\.sh$$|me=gilshim|' -e 's|^version=$$|version=$(VERSION)|' \
-	    -e "s|^installed=$$|installed='$(LIBDIR)/$(SONAME)'|" $< > $@
+	    -e "s|^installed=$$|installed='$(LIBDIR)/$(SONAME)'|" \
+	    -e "s|^reporter=$$|reporter='$(REPORTDIR)/gilshim_report.py'|" $< > $@
 	chmod 0755 $@
 
 install: $(LIB) $(BUILD)/gilshim.pc $(BUILD)/gilshim
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include/gilshim $(DESTDIR)$(BINDIR) \
-	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(REPORTDIR)
 	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libgilshim.so
 	install -m 0644 include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim.h
@@ -197,6 +200,7 @@ install: $(LIB) $(BUILD)/gilshim.pc $(BUILD)/gilshim
 	install -m 0644 include/gilshim/pep788.h $(DESTDIR)$(PREFIX)/include/gilshim/pep788.h
 	install -m 0644 $(BUILD)/gilshim.pc $(DESTDIR)$(LIBDIR)/pkgconfig/gilshim.pc
 	install -m 0755 $(BUILD)/gilshim $(DESTDIR)$(BINDIR)/gilshim
+	install -m 0644 tools/gilshim_report.py $(DESTDIR)$(REPORTDIR)/gilshim_report.py
 	install -m 0644 man/gilshim.1 $(DESTDIR)$(MANDIR)/man1/gilshim.1
 	install -m 0644 man/gilshim.3 $(DESTDIR)$(MANDIR)/man3/gilshim.3
 
@@ -205,8 +209,9 @@ uninstall:
 	      $(DESTDIR)$(PREFIX)/include/gilshim.h $(DESTDIR)$(PREFIX)/include/gilshim/redirect.h \
 	      $(DESTDIR)$(PREFIX)/include/gilshim/pep788.h \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/gilshim.pc $(DESTDIR)$(BINDIR)/gilshim \
-	      $(DESTDIR)$(MANDIR)/man1/gilshim.1 $(DESTDIR)$(MANDIR)/man3/gilshim.3
-	-rmdir $(DESTDIR)$(PREFIX)/include/gilshim
+	      $(DESTDIR)$(MANDIR)/man1/gilshim.1 $(DESTDIR)$(MANDIR)/man3/gilshim.3 \
+	      $(DESTDIR)$(REPORTDIR)/gilshim_report.py
+	-rmdir $(DESTDIR)$(PREFIX)/include/gilshim $(DESTDIR)$(REPORTDIR)
 
 clean:
 	rm -rf $(BUILD)

@@ -30,6 +30,7 @@ verdict() {  # "condition; verdict LABEL": the condition's status decides
 # What config.c reads, and the harmful value each gets here. A variable
 # added there without a value here fails the first check.
 harm="GILSHIM_MODE=off GILSHIM_PATCH=always GILSHIM_ON_FINALIZE=abort GILSHIM_DRAIN_MS=3600000
+GILSHIM_COUNT_INTERVAL_MS=0
 GILSHIM_LOG_LEVEL=debug GILSHIM_LOG_FORMAT=json GILSHIM_LOG"
 # (src/registry/alloc.c's GILSHIM_TEST_FAIL_ALLOC is compiled only into the
 # fault-injection build of tests/run-faults.sh: checked absent below.)

@@ -9,13 +9,15 @@
 # `make install` installs this script as the gilshim command (gilshim(1)),
 # with the three lines below filled in: its name, its version, and the
 # library installed with it, which it then uses instead of build/ and the
-# system library path.
+# system library path; and where gilshim_report.py, behind `report`, is.
 set -eu
 me=inject.sh
 version=
 installed=
+reporter=
 
 USAGE="usage: $me [--diagnose] [--log FILE] [--json] [--on-finalize park|exit|abort] [--check] [--] COMMAND [ARGS...]
+       $me report [--json] LOG...
        $me --version | --help"
 usage() { echo "$USAGE" >&2; exit 2; }
 help() {
@@ -34,10 +36,25 @@ made from a foreign thread runs in the interpreter that owns it.
   --version             print the version and the library that would be used
   -h, --help            print this help
 
+report [--json] LOG...  one table of the wrong-interpreter callbacks in the
+                        JSON logs of diagnose mode (--diagnose --json --log),
+                        from any number of processes; --json: as JSON
+
 Exit status: COMMAND's; 2 usage error; 127 library or COMMAND not found;
-with --check, 3 not CPython 3.9-3.15, 4 the shim is not loaded in it.
+with --check, 3 not CPython 3.9-3.15, 4 the shim is not loaded in it;
+report: 0 no wrong-interpreter callback, 1 some, 2 usage or unreadable LOG,
+127 no python3.
 END
 }
+
+if [ "${1:-}" = report ]; then
+    shift
+    here=$(cd "$(dirname "$0")" && pwd)
+    [ -n "$reporter" ] || reporter=$here/gilshim_report.py
+    command -v python3 >/dev/null 2>&1 || { echo "$me: report needs python3 (3.9+)" >&2; exit 127; }
+    [ -f "$reporter" ] || { echo "$me: $reporter not found" >&2; exit 127; }
+    GILSHIM_REPORT_NAME="$me report" exec python3 "$reporter" "$@"
+fi
 
 check= show_version=
 while [ $# -gt 0 ]; do

@@ -2,11 +2,14 @@
 """Check a GILSHIM_LOG_FORMAT=json log against the schema in docs/messages.md.
 
 usage: check_report.py LOG CALLBACKS OBJECT
-         the log of tests/e2e's five wrong-interpreter callbacks:
+         the log of tests/e2e's five wrong-interpreter callbacks (written
+         with GILSHIM_COUNT_INTERVAL_MS=0, so that the counts lines, summed,
+         must give them all):
          CALLBACKS  how many wrong-interpreter callbacks the program fired
          OBJECT     a substring of the object expected at the reported call site
        check_report.py --events LOG EVENT...
          the log holds each EVENT at least once, and no other event
+         (counts, diagnose mode's account, may come with wrong_interpreter)
 Either way every line must be one event of the schema, with exactly the
 members its event has. Prints "ok", or what is wrong, one line each (and
 exits 1).
@@ -20,8 +23,10 @@ COMMON = {"gilshim", "event", "level", "pid", "tid", "message"}
 # only in a wrong_interpreter of rule 4.
 MEMBERS = {
     "message": set(),
-    "wrong_interpreter": {"thread", "stock", "owner", "rule", "rule_name", "site"},
-    "summary": {"callbacks", "lost", "sites"},
+    "wrong_interpreter": {"time", "finding", "thread", "stock", "owner", "owner_kind", "rule",
+                          "rule_name", "site"},
+    "summary": {"time", "callbacks", "lost", "sites"},
+    "counts": {"time", "findings"},
     "route": {"interpreter", "rule", "site"},
     "fail_safe": {"policy", "site"},
     "release_mismatch": {"site"},
@@ -35,6 +40,9 @@ MEMBERS = {
 }
 EVENTS = set(MEMBERS)
 RULES = {2: "GIL-released region", 3: "thread binding", 4: "creating thread", 5: "main"}
+KINDS = ("main", "legacy", "own_gil", "unknown")
+# A finding as "sites" of summary and "findings" of counts list it.
+FINDING = {"finding", "site", "rule", "owner", "owner_kind", "stock", "count"}
 problems = []
 
 
@@ -60,6 +68,12 @@ def is_thread(t, keys):
             and isinstance(t["name"], str))
 
 
+def is_finding(f):
+    return (isinstance(f, dict) and set(f) == FINDING and is_int(f["finding"], 1)
+            and is_site(f["site"]) and is_int(f["count"], 1) and is_int(f["owner"], 0)
+            and f["owner_kind"] in KINDS and is_int(f["stock"], 0) and f["rule"] in RULES)
+
+
 def check_event(n, e):
     """One line: the members common to all, then those of its event."""
     if not need(isinstance(e, dict), f"line {n}: not an object"):
@@ -77,6 +91,9 @@ def check_event(n, e):
     if ev == "wrong_interpreter" and e.get("rule") == 4:
         keys = keys | {"creator"}
     need(set(e) == keys, f"line {n}: {ev} has members {sorted(set(e))}, expected {sorted(keys)}")
+    if "time" in MEMBERS[ev]:
+        need(isinstance(e.get("time"), (int, float)) and e["time"] > 1e9,
+             f"line {n}: time {e.get('time')!r}")
     if "site" in MEMBERS[ev]:
         need(is_site(e.get("site")), f"line {n}: {ev} site {e.get('site')!r}")
     if ev == "wrong_interpreter":
@@ -85,6 +102,8 @@ def check_event(n, e):
              and e["stock"] != e["owner"], f"line {n}: stock {e.get('stock')!r} owner {e.get('owner')!r}")
         need(e.get("rule") in RULES and e.get("rule_name") == RULES[e["rule"]],
              f"line {n}: rule {e.get('rule')!r} {e.get('rule_name')!r}")
+        need(is_int(e.get("finding"), 1) and e.get("owner_kind") in KINDS,
+             f"line {n}: finding {e.get('finding')!r} owner_kind {e.get('owner_kind')!r}")
         c = e.get("creator")
         need(c is None or (is_thread(c, {"tid", "name", "site"}) and is_site(c["site"])),
              f"line {n}: creator {c!r}")
@@ -94,10 +113,12 @@ def check_event(n, e):
              f"line {n}: callbacks {e.get('callbacks')!r} lost {e.get('lost')!r}")
         if need(isinstance(sites, list) and sites, f"line {n}: sites {sites!r}"):
             for s in sites:
-                need(isinstance(s, dict) and set(s) == {"site", "count", "owner", "stock", "rule"}
-                     and is_site(s["site"]) and is_int(s["count"], 1) and is_int(s["owner"], 0)
-                     and is_int(s["stock"], 0) and s["rule"] in RULES,
-                     f"line {n}: summary site {s!r}")
+                need(is_finding(s), f"line {n}: summary site {s!r}")
+    elif ev == "counts":
+        fs = e.get("findings")
+        if need(isinstance(fs, list) and fs, f"line {n}: findings {fs!r}"):
+            for f in fs:
+                need(is_finding(f), f"line {n}: counts finding {f!r}")
     elif ev == "route":
         need(is_int(e.get("interpreter"), 0), f"line {n}: interpreter {e.get('interpreter')!r}")
         need(e.get("rule") in RULES, f"line {n}: rule {e.get('rule')!r}")
@@ -147,6 +168,10 @@ def check_callbacks(events, expected, obj):
         need(s.get("callbacks") == expected, f"summary counts {s.get('callbacks')!r}, fired {expected}")
         need(sum(x.get("count", 0) for x in sites) + s.get("lost", -1) == expected,
              "site counts do not add up")
+    # The counts lines, summed, are the account without the summary.
+    counted = sum(f.get("count", 0) for e in events if e.get("event") == "counts"
+                  for f in e.get("findings", []))
+    need(counted == expected, f"counts lines sum to {counted}, fired {expected}")
 
 
 def check_events(events, wanted):
@@ -154,7 +179,9 @@ def check_events(events, wanted):
     for ev in wanted:
         need(ev in EVENTS, f"{ev}: not an event of the schema")
         need(ev in seen, f"no {ev} event")
-    for ev in sorted(seen - set(wanted), key=str):
+    # diagnose mode's counts come with its wrong_interpreter events
+    allowed = set(wanted) | ({"counts"} if "wrong_interpreter" in wanted else set())
+    for ev in sorted(seen - allowed, key=str):
         need(False, f"unexpected {ev} event")
 
 

@@ -94,8 +94,9 @@ class Apache:
         with open(self.conf, "w") as f:
             f.write(CONF.format(d=d, port=self.port, m=MODULES, wsgi=wsgi,
                                 daemon=DAEMON if daemon else ""))
-        self.env = dict(os.environ, **env)
-        self.env.pop("LD_PRELOAD", None) if "LD_PRELOAD" not in env else None
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("GILSHIM_") and k != "LD_PRELOAD"}
+        self.env.update(env)
 
     def ctl(self, what):
         return subprocess.run([APACHE, "-f", self.conf, "-k", what], env=self.env,
@@ -243,6 +244,91 @@ def run_side(base, wsgi, daemon, side, lib, sync_load):
     return r
 
 
+def descendants(pid):
+    """Every process under pid (Apache's children, mod_wsgi's daemons)."""
+    kids = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def run_diagnose(base, wsgi, daemon, lib, mode):
+    """Diagnose mode on the server: 20 requests, every child killed as Apache
+    kills those that do not exit in time, then `gilshim report` over the log
+    all processes wrote. Its counts must be those of the callbacks that the
+    answers say stock ran in main."""
+    d = tempfile.mkdtemp(prefix="diagnose-", dir=base)
+    os.chmod(d, 0o777)
+    shutil.copy(os.path.join(HERE, "app.wsgi"), d)
+    shutil.copy(os.path.join(base, "libcbthread.so"), d)
+    log = os.path.join(d, "diagnose.jsonl")
+    # Every change written: the account is exact up to the kill.
+    ap = Apache(d, wsgi, daemon, {"LD_PRELOAD": lib, "GILSHIM_MODE": "diagnose",
+                                  "GILSHIM_LOG_FORMAT": "json", "GILSHIM_LOG": log,
+                                  "GILSHIM_COUNT_INTERVAL_MS": "0"})
+    if not check(ap.start(), f"{mode}: diagnose: Apache starts"):
+        return
+    answers, errors, _ = requests(ap.port, "/", 20, 4)
+    in_main = {k: sum(1 for a in answers if a.get(k) == "main") for k in KINDS}
+    pids = {a["pid"] for a in answers}
+    for pid in descendants(ap.pid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    ap.stop()
+    r = subprocess.run([os.path.join(ROOT, "tools", "inject.sh"), "report", "--json", log],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    text = subprocess.run([os.path.join(ROOT, "tools", "inject.sh"), "report", log],
+                          stdout=subprocess.PIPE, text=True).stdout
+    print(f"  {mode}: diagnose mode, 20 requests, stock ran in main: "
+          + " ".join(f"{k} {in_main[k]}" for k in KINDS) + f"; {len(pids)} process(es) answered")
+    print("    " + text.rstrip().replace("\n", "\n    "))
+    try:
+        rep = json.loads(r.stdout)
+    except ValueError:
+        check(False, f"{mode}: diagnose: gilshim report --json gives one JSON document",
+              r.stdout[:200] + r.stderr[:200])
+        return
+    check(not errors, f"{mode}: diagnose: 20 requests answered", "; ".join(errors[:3]))
+    check(r.returncode == (1 if any(in_main.values()) else 0),
+          f"{mode}: diagnose: gilshim report's exit status says wrong-interpreter callbacks "
+          "were found", f"exit {r.returncode}")
+    found = rep.get("findings", [])
+
+    def callbacks(obj, rule):
+        fs = [f for f in found if obj in ((f.get("site") or {}).get("object") or "")
+              and f.get("rule") == rule]
+        return sum(f["callbacks"] for f in fs), fs
+
+    n, fs = callbacks("_ctypes", 4)
+    check(n == in_main["thread"] and all(f["processes"] == len(pids) for f in fs),
+          f"{mode}: diagnose: the library thread's callbacks, rule 4 at _ctypes, "
+          f"{in_main['thread']} from {len(pids)} process(es)", f"{n} in {fs}")
+    n, fs = callbacks("_ctypes", 2)
+    check(n == in_main["sync"], f"{mode}: diagnose: the synchronous ctypes callbacks, rule 2 "
+          f"at _ctypes, {in_main['sync']}", f"{n} in {fs}")
+    n, fs = callbacks("_sqlite3", 2)
+    # The user function's site; its connection's close makes one more
+    # (the function's destructor) on the same thread, in the same place.
+    check(any(f["callbacks"] == in_main["sqlite3"] for f in fs) if in_main["sqlite3"] else not fs,
+          f"{mode}: diagnose: the sqlite3 user function, rule 2 at _sqlite3, "
+          f"{in_main['sqlite3']}", f"{fs}")
+    check(not rep.get("other_events"), f"{mode}: diagnose: nothing else reported",
+          str(rep.get("other_events")))
+
+
 def show(mode, s, g):
     def fmt(p):
         return " ".join(f"{k} {p.get(k, 0)}/20" for k in KINDS)
@@ -305,6 +391,7 @@ def main():
             g = run_side(base, wsgi, daemon, "gilshim", lib, "load_sync" in s)
             show(mode, s, g)
             judge(mode, s, g)
+            run_diagnose(base, wsgi, daemon, lib, mode)
     finally:
         if not failed:
             shutil.rmtree(base, ignore_errors=True)

@@ -26,6 +26,7 @@ struct gs_config {
     int log_level;
     long drain_ms;
     int log_format;
+    long count_interval_ms;  /* diagnose mode's counts lines */
 };
 GS_HIDDEN const struct gs_config *gs_config(void);
 /* 1 once gs_config() returns the values read from the environment. */

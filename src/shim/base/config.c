@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 static struct gs_config g_cfg = {GS_MODE_ROUTE, GS_PATCH_AUTO, GS_FIN_PARK, GS_LOG_WARN, 1000,
-                                 GS_FORMAT_TEXT};
+                                 GS_FORMAT_TEXT, 1000};
 static _Atomic int g_cfg_state;  /* 0 unread, 1 reading, 2 read */
 static int g_log_fd = 2;
 static _Atomic int g_log_count;
@@ -51,6 +51,21 @@ static void pick(const char *var, const struct choice *c, int *out)
             return;
         }
     gs_log(GS_LOG_WARN, "%s=%s: unknown value, ignored", var, v);
+}
+
+static void millis(const char *var, long *out)
+{
+    const char *d = setting(var);
+    if (d && *d) {
+        char *end;
+        errno = 0;
+        long ms = strtol(d, &end, 10);
+        if (errno || *end || ms < 0 || ms > 3600000)
+            gs_log(GS_LOG_WARN, "%s=%s: not a number of milliseconds (0-3600000), keeping %ld",
+                   var, d, *out);
+        else
+            *out = ms;
+    }
 }
 
 static void read_config(void)
@@ -84,17 +99,8 @@ static void read_config(void)
     pick("GILSHIM_MODE", modes, &g_cfg.mode);
     pick("GILSHIM_PATCH", patch, &g_cfg.patch);
     pick("GILSHIM_ON_FINALIZE", fins, &g_cfg.on_finalize);
-    const char *d = setting("GILSHIM_DRAIN_MS");
-    if (d && *d) {
-        char *end;
-        errno = 0;
-        long ms = strtol(d, &end, 10);
-        if (errno || *end || ms < 0 || ms > 3600000)
-            gs_log(GS_LOG_WARN, "GILSHIM_DRAIN_MS=%s: not a number of milliseconds (0-3600000), "
-                   "keeping %ld", d, g_cfg.drain_ms);
-        else
-            g_cfg.drain_ms = ms;
-    }
+    millis("GILSHIM_DRAIN_MS", &g_cfg.drain_ms);
+    millis("GILSHIM_COUNT_INTERVAL_MS", &g_cfg.count_interval_ms);
 }
 
 int gs_config_final(void) { return atomic_load_explicit(&g_cfg_state, memory_order_acquire) == 2; }
@@ -152,7 +158,8 @@ void gs_emit(int level, const char *event, const char *extra, const char *text)
     if (atomic_load_explicit(&g_cfg_state, memory_order_acquire) != 2 && level > GS_LOG_WARN)
         return;
     int json = g_cfg.log_format == GS_FORMAT_JSON;
-    int n = atomic_fetch_add(&g_log_count, 1);
+    /* Diagnose mode's counts are the account a report sums: never capped. */
+    int n = strcmp(event, "counts") ? atomic_fetch_add(&g_log_count, 1) : 0;
     if (level <= GS_LOG_WARN && n >= GS_LOG_CAP) {
         if (n == GS_LOG_CAP) {
             char cap[160];
