@@ -24,6 +24,10 @@ mkdir -p build
 cc -shared -fPIC -O2 -pthread tests/e2e/cbthread.c -o build/libcbthread.so
 lib=$PWD/build/libgilshim.so
 [ -f "$lib" ] || { echo "run-server.sh: no $lib; run make" >&2; exit 1; }
+echo "== tools/gilshim_report.py on made-up logs"
+python3 tests/server/test_report.py 2>&1 | tail -1 | grep -qx OK &&
+    echo "  ok   gilshim report: processes, logs, a cut-off line, old logs, exit status" ||
+    { python3 tests/server/test_report.py; echo "  FAIL gilshim report's own tests"; exit 1; }
 # The client and checks run on the system's python3; the server's Python is
 # the one mod_wsgi was built for.
 st=0

@@ -5,7 +5,6 @@ that belong to this interpreter and answers, as JSON, where each ran:
 "sub" (here) or "main" (any other interpreter).
   /       a sqlite3 user function, a synchronous ctypes callback, and a
           ctypes callback from a thread libcbthread.so creates
-  /sync   the first two only (stock 3.14/3.15 crash on the third)
   /slow   / three times, 0.1 s apart: a request that is in flight when
           Apache restarts or stops
 """
@@ -31,20 +30,19 @@ CALLBACK = CB(where)
 NAMES = {1: "main", 2: "sub"}
 
 
-def callbacks(thread=True):
+def callbacks():
     con = sqlite3.connect(":memory:")
     con.create_function("where_", 0, where)
     r = {"sqlite3": con.execute("select where_()").fetchone()[0]}
     con.close()
     r["sync"] = LIB.cb_sync(CALLBACK, 0)
-    if thread:
-        r["thread"] = LIB.cb_on_new_thread(CALLBACK, 0)
+    r["thread"] = LIB.cb_on_new_thread(CALLBACK, 0)
     return {k: NAMES.get(v, "error %d" % v) for k, v in r.items()}
 
 
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
-    r = callbacks(path != "/sync")
+    r = callbacks()
     if path == "/slow":
         for _ in range(2):
             time.sleep(0.1)

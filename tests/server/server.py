@@ -7,7 +7,8 @@ sub-interpreter), in embedded and in daemon mode, once stock and once with
 LIBGILSHIM in the LD_PRELOAD of the apache2 process, and for each:
   probe     20 requests at concurrency 4: where each callback ran
   graceful  `apache2 -k graceful` with /slow requests in flight, then 20 more
-  load      SERVER_REQUESTS (2000) requests at concurrency 8
+  load      SERVER_REQUESTS (2000) requests at concurrency 8, in 4 rounds
+            alternating between the two
   stop      `apache2 -k stop` with /slow requests in flight, timed
 then, with GILSHIM_MODE=diagnose and a JSON log, 20 requests, every child
 killed (SIGKILL) and Apache stopped, and `gilshim report` over the log.
@@ -34,6 +35,7 @@ MODULES = "/usr/lib/apache2/modules"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 REQUESTS = int(os.environ.get("SERVER_REQUESTS", "2000"))
 KINDS = ("sqlite3", "sync", "thread")
+SIDES = ("stock", "gilshim")
 # What a crashed or aborted process leaves in Apache's error log.
 CRASH = ("Fatal Python error", "exit signal", "Segmentation fault", "Aborted",
          "core dumped", "has died")
@@ -208,40 +210,48 @@ def in_flight(port, action, n_threads=4, before=0.4, after=0.6):
     return res, answers, errors
 
 
-def run_side(base, wsgi, daemon, side, lib, sync_load):
-    d = tempfile.mkdtemp(prefix=f"{side}-", dir=base)
-    os.chmod(d, 0o777)  # the children (www-data) create mod_wsgi's sockets here
-    shutil.copy(os.path.join(HERE, "app.wsgi"), d)
-    shutil.copy(os.path.join(base, "libcbthread.so"), d)
-    env = {"LD_PRELOAD": lib} if side == "gilshim" else {}
-    ap = Apache(d, wsgi, daemon, env)
-    r = {"side": side}
-    if not check(ap.start(), f"{side}: Apache starts"):
-        return r
-    answers, errors, _ = requests(ap.port, "/", 20, 4)
-    r["probe"], r["probe_errors"] = tally(answers), len(errors)
-
-    _, a, e = in_flight(ap.port, lambda: ap.ctl("graceful"))
-    r["graceful_inflight"] = (len(a), len(e))
-    time.sleep(0.5)
-    answers, errors, _ = requests(ap.port, "/", 20, 4)
-    r["after_graceful"], r["after_graceful_errors"] = tally(answers), len(errors)
-
-    answers, errors, secs = requests(ap.port, "/", REQUESTS, 8)
-    r["load"] = (len(answers), len(errors), len(answers) / secs if secs else 0)
-    r["load_errors"] = errors[:3]
-    if sync_load or r["load"][1]:
-        # stock failed under the full request (3.14/3.15 crash on the
-        # library thread's callback): the ratio on the two callbacks it runs
-        answers, errors, secs = requests(ap.port, "/sync", REQUESTS // 2, 8)
-        r["load_sync"] = (len(answers), len(errors), len(answers) / secs if secs else 0)
-
-    stop_secs, a, e = in_flight(ap.port, ap.stop, after=0.2)
-    r["stop"], r["stop_inflight"] = stop_secs, (len(a), len(e))
-    log = ap.log()
-    r["crash_lines"] = [ln for ln in log.splitlines() if any(c in ln for c in CRASH)]
-    r["log"] = os.path.join(d, "error.log")
-    return r
+def run_pair(base, wsgi, daemon, lib):
+    """Stock's Apache and gilshim's, both up, put through each phase in turn;
+    the load alternates between them in rounds, so that the machine's other
+    work weighs on both alike. Returns {side: results}."""
+    aps, res = {}, {}
+    for side in SIDES:
+        d = tempfile.mkdtemp(prefix=f"{side}-", dir=base)
+        os.chmod(d, 0o777)  # the children (www-data) create mod_wsgi's sockets here
+        shutil.copy(os.path.join(HERE, "app.wsgi"), d)
+        shutil.copy(os.path.join(base, "libcbthread.so"), d)
+        aps[side] = Apache(d, wsgi, daemon, {"LD_PRELOAD": lib} if side == "gilshim" else {})
+        res[side] = {"side": side}
+        if not check(aps[side].start(), f"{side}: Apache starts"):
+            for ap in aps.values():
+                ap.stop()
+            return res
+    for side, ap in aps.items():
+        answers, errors, _ = requests(ap.port, "/", 20, 4)
+        res[side]["probe"], res[side]["probe_errors"] = tally(answers), len(errors)
+    for side, ap in aps.items():
+        _, a, e = in_flight(ap.port, lambda: ap.ctl("graceful"))
+        res[side]["graceful_inflight"] = (len(a), len(e))
+        time.sleep(0.5)
+        answers, errors, _ = requests(ap.port, "/", 20, 4)
+        res[side]["after_graceful"], res[side]["after_graceful_errors"] = tally(answers), len(errors)
+    rounds = 4
+    load = {side: [0, [], 0.0] for side in SIDES}
+    for i in range(rounds):
+        for side in (SIDES if i % 2 == 0 else SIDES[::-1]):
+            answers, errors, secs = requests(aps[side].port, "/", REQUESTS // rounds, 8)
+            load[side][0] += len(answers)
+            load[side][1] += errors
+            load[side][2] += secs
+    for side, (ok, errors, secs) in load.items():
+        res[side]["load"] = (ok, len(errors), ok / secs if secs else 0)
+        res[side]["load_errors"] = errors[:3]
+    for side, ap in aps.items():
+        stop_secs, a, e = in_flight(ap.port, ap.stop, after=0.2)
+        res[side]["stop"], res[side]["stop_inflight"] = stop_secs, (len(a), len(e))
+        res[side]["crash_lines"] = [ln for ln in ap.log().splitlines()
+                                    if any(c in ln for c in CRASH)]
+    return res
 
 
 def descendants(pid):
@@ -327,6 +337,11 @@ def run_diagnose(base, wsgi, daemon, lib, mode):
           f"{in_main['sqlite3']}", f"{fs}")
     check(not rep.get("other_events"), f"{mode}: diagnose: nothing else reported",
           str(rep.get("other_events")))
+    schema = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "e2e", "check_report.py"),
+                             "--events", log, "wrong_interpreter"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    check(schema.returncode == 0, f"{mode}: diagnose: every line of the log follows the schema",
+          schema.stdout.strip().replace("\n", "; ")[:300])
 
 
 def show(mode, s, g):
@@ -336,13 +351,12 @@ def show(mode, s, g):
     print(f"    first 20:          {fmt(s.get('probe', {}))} | {fmt(g.get('probe', {}))}")
     print(f"    after graceful:    {fmt(s.get('after_graceful', {}))} | "
           f"{fmt(g.get('after_graceful', {}))}")
-    for key, name in (("load", "/"), ("load_sync", "/sync")):
-        if key in s and key in g:
-            ratio = g[key][2] / s[key][2] if s[key][2] else float("nan")
-            print(f"    load {name:5s} {REQUESTS if key == 'load' else REQUESTS // 2} at "
-                  f"concurrency 8: stock {s[key][0]} ok {s[key][1]} errors {s[key][2]:.0f}/s | "
-                  f"gilshim {g[key][0]} ok {g[key][1]} errors {g[key][2]:.0f}/s; "
-                  f"throughput gilshim/stock {ratio:.2f}")
+    if "load" in s and "load" in g:
+        ratio = g["load"][2] / s["load"][2] if s["load"][2] else float("nan")
+        print(f"    load: {REQUESTS} requests at concurrency 8 (4 rounds, alternating): "
+              f"stock {s['load'][0]} ok {s['load'][1]} errors {s['load'][2]:.0f}/s | "
+              f"gilshim {g['load'][0]} ok {g['load'][1]} errors {g['load'][2]:.0f}/s; "
+              f"throughput gilshim/stock {ratio:.2f}")
     for k, name in (("graceful_inflight", "graceful"), ("stop_inflight", "stop")):
         if k in s and k in g:
             print(f"    /slow in flight over {name}: stock {s[k][0]} ok {s[k][1]} failed | "
@@ -387,8 +401,8 @@ def main():
     shutil.copy(cbthread, os.path.join(base, "libcbthread.so"))
     try:
         for mode, daemon in (("embedded", False), ("daemon", True)):
-            s = run_side(base, wsgi, daemon, "stock", lib, False)
-            g = run_side(base, wsgi, daemon, "gilshim", lib, "load_sync" in s)
+            r = run_pair(base, wsgi, daemon, lib)
+            s, g = r["stock"], r["gilshim"]
             show(mode, s, g)
             judge(mode, s, g)
             run_diagnose(base, wsgi, daemon, lib, mode)
