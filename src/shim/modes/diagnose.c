@@ -5,10 +5,11 @@
  * stock's interpreter) where the two differ. The first occurrence of a
  * finding is reported in full; every one is counted, the counts written as
  * they change, at most once per GILSHIM_COUNT_INTERVAL_MS, by the calling
- * thread (an account that survives a SIGKILL), and summed up at exit. Also reported, with
- * stock's outcome kept: an Ensure after finalization began, a Release that
- * matches no Ensure, a thread that exits inside an Ensure (lifecycle.c) and
- * an interpreter that ends with callbacks still running in it.
+ * thread (an account that survives a SIGKILL), and summed up at exit. Also
+ * reported, with stock's outcome kept: an Ensure after finalization began,
+ * a Release that matches no Ensure, a thread that exits inside an Ensure
+ * (lifecycle.c) and an interpreter that ends with callbacks still running
+ * in it.
  */
 #define _GNU_SOURCE
 #include "diagnose.h"
@@ -95,7 +96,8 @@ static void summary(void)
     /* The last counts first: summed, the counts lines give the summary's
      * totals whether or not the process got this far. */
     static struct counts_line last[4];
-    write_counts(last, take_counts(last, 4));
+    for (size_t k; (k = take_counts(last, 4));)
+        write_counts(last, k);
     size_t order[GS_FINDINGS], n = 0;
     unsigned long total = g_lost;
     for (size_t i = 0; i < g_nfound; i++)
@@ -225,7 +227,6 @@ static long since_ms(const struct timespec *then, const struct timespec *now)
  * made outside the table's lock (dladdr, the thread's name). */
 struct first_report {
     char site[600], where[256], extra[2048], text[1024];
-    int k;  /* where the finding's members go into extra */
 };
 
 static void describe_first(struct first_report *r, const void *caller, int rule,
