@@ -115,8 +115,9 @@ expect "libgilshim0 holds the library, in the multiarch directory" \
 expect "libgilshim-dev holds the headers, the .so link, gilshim.pc and gilshim(3)" \
     "/usr/include/gilshim.h /usr/include/gilshim/pep788.h /usr/include/gilshim/redirect.h /usr/lib/$triplet/libgilshim.so -> libgilshim.so.0 /usr/lib/$triplet/pkgconfig/gilshim.pc /usr/share/man/man3/gilshim.3.gz" \
     "$(contents "$out/libgilshim-dev_${version}_$arch.deb")"
-expect "gilshim holds the command and gilshim(1)" \
-    "/usr/bin/gilshim /usr/share/man/man1/gilshim.1.gz" "$(contents "$out/gilshim_${version}_$arch.deb")"
+expect "gilshim holds the command, its report and gilshim(1)" \
+    "/usr/bin/gilshim /usr/share/gilshim/gilshim_report.py /usr/share/man/man1/gilshim.1.gz" \
+    "$(contents "$out/gilshim_${version}_$arch.deb")"
 
 # 2. lintian, on the three packages of the .changes.
 stage "lintian"
@@ -188,6 +189,10 @@ library: /usr/lib/$triplet/libgilshim.so.0" "$($run gilshim --version 2>&1)"
     expect "$where: man finds gilshim(1) and gilshim(3)" \
         "/usr/share/man/man1/gilshim.1.gz /usr/share/man/man3/gilshim.3.gz" \
         "$($run sh -c 'man -w 1 gilshim; man -w 3 gilshim' 2>&1 | paste -sd' ')"
+    # gilshim report, on a one-line log written here: exit 1, one finding
+    got=$($run sh -c "echo '{\"gilshim\":1,\"event\":\"counts\",\"pid\":2,\"time\":1.0,\"findings\":[{\"finding\":1,\"site\":{\"object\":\"x.so\",\"symbol\":null,\"offset\":1},\"rule\":4,\"owner\":1,\"owner_kind\":\"legacy\",\"stock\":0,\"count\":3}]}' >$work/diag.jsonl
+        gilshim report $work/diag.jsonl; echo exit \$?" 2>&1 | sed -n '1p;$p' | paste -sd' ')
+    expect "$where: gilshim report" "gilshim report: 1 finding(s), 3 wrong-interpreter callback(s) in 1 process(es), 1 log(s) exit 1" "$got"
     got=$($run gilshim --check "$py" 2>&1) || true
     has "$where: gilshim --check $py" "gilshim $version: mode route, redirection by GOT patching" "$got"
     # The example as libgilshim-dev installs it, built with pkg-config alone.
