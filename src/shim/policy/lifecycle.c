@@ -3,10 +3,17 @@
  * Interpreter ends, runtime finalization, thread exit, fork.
  *
  * CPython frees thread states when an interpreter ends; the shim caches
- * them. So it must hear of each end first: a Python-level atexit callback
- * per interpreter (runs inside Py_EndInterpreter and Py_FinalizeEx before
- * any thread state is freed, on 3.9-3.13) sweeps that interpreter's rows,
- * and Py_AtExit (runs last in Py_FinalizeEx) closes the runtime generation.
+ * them. So it must hear of each end first, but not before CPython stops
+ * running Python there: an atexit function may still wait for a foreign
+ * thread's callback. Each interpreter gets one Python-level atexit entry;
+ * CPython calls it in its turn (last in, first out), which only notes that
+ * the end has begun, and releases it with the whole table once every
+ * atexit function has run (atexit_callfuncs, then atexit_cleanup, on
+ * 3.9-3.15). That release, seen through a capsule the entry holds, sweeps
+ * the interpreter's rows: after its atexit functions, threading's shutdown
+ * and pending calls (which come first), before Py_EndInterpreter's "not the
+ * last thread" check and Py_FinalizeEx's deletion of other threads' states.
+ * Py_AtExit (runs last in Py_FinalizeEx) closes the runtime generation.
  */
 #define _GNU_SOURCE
 #include "policy.h"
@@ -295,13 +302,44 @@ static void drop_unlisted(struct others *o)
     o->n = kept;
 }
 
+/* The interpreter the calling thread is attached to, if the shim knows it. */
+static struct gs_interp *current_interp(void)
+{
+    PyThreadState *me = py.UncheckedGet();
+    return me ? gs_interp_find_ptr(py.ThreadState_GetInterpreter(me)) : NULL;
+}
+
+/* Called by CPython in the atexit run, in registration order reversed:
+ * functions registered earlier still run after it, and may wait for a
+ * callback, so nothing ends here. */
 static PyObject *exit_hook(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    PyThreadState *me = py.UncheckedGet();
-    struct gs_interp *in = me ? gs_interp_find_ptr(py.ThreadState_GetInterpreter(me)) : NULL;
-    if (in && in == gs_main_interp()) {
+    struct gs_interp *in = current_interp();
+    if (in)
+        atomic_store(&in->exit_begun, 1);
+    return py.BuildValue("");
+}
+
+/* The capsule held by the exit hook is freed with the atexit table: after
+ * the run, or by atexit._clear() (or unregister) without one. */
+static void exit_hook_freed(PyObject *capsule)
+{
+    (void)capsule;
+    struct gs_interp *in = current_interp();
+    if (!in)
+        return;
+    if (!atomic_exchange(&in->exit_begun, 0)) {
+        /* Removed unrun: the interpreter lives on without a hook. The next
+         * call attached to it places one again; until then its entry is
+         * checked against CPython's list before a new row is made. */
+        gs_registry_lock();
+        in->hook_registered = 0;
+        gs_registry_unlock();
+        return;
+    }
+    if (in == gs_main_interp()) {
         /* The runtime is going. Sub-interpreters that 3.13 will end later,
          * from a thread where all else is gone, and those 3.9-3.12 leave
          * behind: sweep them now, each from inside, while it is safe.
@@ -335,11 +373,10 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
         for (size_t i = 0; i < o.n; i++)
             atomic_store(&o.list[i]->state, GS_ENDING);
         sweep(in);
-    } else if (in) {
+    } else {
         gs_guards_drain(in);
         sweep(in);
     }
-    return py.BuildValue("");
 }
 
 static void runtime_exit(void)
@@ -369,7 +406,9 @@ void gs_place_exit_hook(struct gs_interp *in)
     gs_tss_get_slow();  /* finds the key, if it is not known yet */
 
     PyObject *mod = py.Import_ImportModule("atexit"), *fn = NULL, *reg = NULL, *res = NULL;
-    if (mod && (fn = py.CFunction_NewEx(&def, NULL, NULL)) &&
+    /* the atexit table is the capsule's only owner, through fn */
+    PyObject *cap = mod ? py.Capsule_New(in, "gilshim.exit_hook", exit_hook_freed) : NULL;
+    if (cap && (fn = py.CFunction_NewEx(&def, cap, NULL)) &&
         (reg = py.Object_GetAttrString(mod, "register")))
         res = py.Object_CallFunctionObjArgs(reg, fn, NULL);
     if (!res) {
@@ -385,6 +424,7 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (res) py.DecRef(res);
     if (reg) py.DecRef(reg);
     if (fn) py.DecRef(fn);
+    if (cap) py.DecRef(cap);
     if (mod) py.DecRef(mod);
 }
 
