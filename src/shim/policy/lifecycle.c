@@ -274,6 +274,43 @@ static void sweep(struct gs_interp *in)
     atomic_store(&in->state, GS_DEAD);
 }
 
+/* --- a sub-interpreter's idle rows, before CPython counts its threads ---
+ * <= 3.11's _xxsubinterpreters refuses to run code in, or destroy, an
+ * interpreter with more than one thread state, and counts them from
+ * PyInterpreterState_ThreadHead: a library thread that outlived its call
+ * keeps its row, which stock never has. Its idle rows are dropped first;
+ * the owner makes a new one at its next call, or, once the interpreter
+ * has ended, meets the fail-safe path. One GIL for all there, and the
+ * caller holds it: no row can be claimed, or its state read, meanwhile. */
+
+static void drop_idle_rows(struct gs_interp *in)
+{
+    struct sweep s;
+    do {
+        s = (struct sweep){.self = gs_thread_peek(), .self_tstate = py.UncheckedGet()};
+        gs_rows_of_interp(in, collect, &s);
+        for (size_t i = 0; i < s.n; i++)
+            gs_delete_foreign_tstate(s.victims[i]);
+    } while (s.n == 64);
+}
+
+PyThreadState *gs_interp_thread_head(PyInterpreterState *ip)
+{
+    static PyThreadState *(*_Atomic real)(PyInterpreterState *);
+    PyThreadState *(*f)(PyInterpreterState *) = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (PyThreadState * (*)(PyInterpreterState *)) gs_real_symbol("PyInterpreterState_ThreadHead");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    struct gs_interp *in, *main_in;
+    if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
+        gs_config()->mode == GS_MODE_ROUTE && py.port->sub_counts_threads && gs_py_attached() &&
+        (main_in = gs_main_interp()) && (in = gs_interp_find_ptr(ip)) && in != main_in &&
+        atomic_load(&in->state) == GS_ALIVE)
+        drop_idle_rows(in);
+    return f(ip);
+}
+
 struct others {
     struct gs_interp *main;
     struct gs_interp *list[256];
@@ -379,12 +416,20 @@ static void exit_hook_freed(PyObject *capsule)
     }
 }
 
+/* Py_FinalizeEx has returned and no runtime has been initialized since. */
+static _Atomic int g_after_fini;
+/* The process is in exit() (the program's main returned, or it called it). */
+static _Atomic int g_process_exiting;
+
+static void process_exit(void) { atomic_store(&g_process_exiting, 1); }
+
 static void runtime_exit(void)
 {
     /* Last thing in Py_FinalizeEx: every tstate is freed, and CPython's
      * TSS key deleted; a runtime initialized again makes a new one, which
      * is found again. */
     gs_runtime_ended();
+    atomic_store(&g_after_fini, 1);
     atomic_store(&gs_tss_key_state, 0);
     atomic_store(&gs_finalizing, 0);
     gs_fast_refresh();
@@ -401,8 +446,11 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (done)
         return;
     uint64_t gen = gs_generation();
-    if (atomic_exchange(&g_atexit_generation, gen) != gen && py.AtExit(runtime_exit) == 0)
-        atomic_store(&g_atexit_ok, gen);
+    if (atomic_exchange(&g_atexit_generation, gen) != gen) {
+        atomic_store(&g_after_fini, 0);
+        if (py.AtExit(runtime_exit) == 0)
+            atomic_store(&g_atexit_ok, gen);
+    }
     gs_tss_get_slow();  /* finds the key, if it is not known yet */
 
     PyObject *mod = py.Import_ImportModule("atexit"), *fn = NULL, *reg = NULL, *res = NULL;
@@ -479,6 +527,30 @@ static void reap_thread(struct gs_thread *t)
 
 /* --- failure policy of the interposed PyGILState_Ensure --- */
 
+/* The level of a fail-safe: info where the program ends as under stock,
+ * a warning where it does not, or where stock would crash (docs/messages.md). */
+static int fail_safe_level(int policy)
+{
+    if (policy == GS_FIN_ABORT)
+        return GS_LOG_WARN;
+    /* After Py_FinalizeEx returned stock crashes the caller (<= 3.14) or
+     * blocks it (3.15+); while the runtime finalizes it stops the thread:
+     * pthread_exit (<= 3.13) or blocks it (3.14+), as park and exit do. */
+    int hangs = py.port->after_fini == GS_AFTER_HANGS;
+    /* Once exit() has begun the process ends the thread within moments;
+     * stock's program, which rarely gets the crash in, exits as here. */
+    int exiting = atomic_load(&g_process_exiting);
+    if (atomic_load(&g_after_fini))
+        return hangs || exiting ? GS_LOG_INFO : GS_LOG_WARN;
+    if (!py.IsFinalizing() && !gs_runtime_finalizing())
+        return GS_LOG_WARN;
+    if (exiting)
+        return GS_LOG_INFO;
+    /* Without runtime_exit in place, "finalizing" may also mean "returned"
+     * (CPython keeps the flag): info only where both end the same. */
+    return atomic_load(&g_atexit_ok) == gs_generation() || hangs ? GS_LOG_INFO : GS_LOG_WARN;
+}
+
 void gs_fail_safe(const char *why, const void *caller)
 {
     char where[256], extra[600];
@@ -486,7 +558,7 @@ void gs_fail_safe(const char *why, const void *caller)
     static const char *const names[] = {"park", "exit", "abort"};
     int k = snprintf(extra, sizeof extra, "\"policy\":\"%s\",", names[policy]);
     gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
-    gs_logx(GS_LOG_WARN, "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
+    gs_logx(fail_safe_level(policy), "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
             gs_describe_addr(caller, where, sizeof where), names[policy]);
     if (policy == GS_FIN_ABORT)
         abort();
@@ -526,4 +598,5 @@ void gs_lifecycle_init(void)
         return;
     gs_set_thread_reaper(reap_thread);
     pthread_atfork(NULL, NULL, after_fork_child);
+    atexit(process_exit);
 }

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 /* Each fact is named where it is set; a zero is the oldest behaviour. */
-#define UNTIL_3_11 .shared_current = 1, .exc_is_type = 1
+#define UNTIL_3_11 .shared_current = 1, .exc_is_type = 1, .sub_counts_threads = 1
 #define FROM_3_12 .gilstate_follows = 1
 static const struct gs_port rows[] = {
     {.minor = 9, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88,
