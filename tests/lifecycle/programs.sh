@@ -5,6 +5,10 @@
 # case, exit 1 if one fails (with the failed run's output).
 #   destroy_sub.py  a sub-interpreter whose library thread outlived its call
 #                   is run again and destroyed; the thread's next callback
+#   atexit_lib.py   a library's atexit function joins its thread, which calls
+#                   back once more: in main, a sub (destroyed), and on 3.14+
+#                   Interpreter.close() and InterpreterPoolExecutor shutdown;
+#                   registered before and after the first callback
 #   quiet_exit.py   a daemon thread calling back through the end: RUNS runs
 #                   with gilshim, RUNS/5 stock, 2 at a time; every one must
 #                   exit 0 with an empty stderr
@@ -55,6 +59,53 @@ elif [ "$(cat "$dir/destroy.shim.rc")" != 0 ] || ! has destroy shim "worker: cal
 else
     echo "programs $ver: destroy_sub: stock destroys and runs the next callback in main; gilshim destroys, refuses it (its interpreter has ended), exit 0"
 fi
+
+# run KIND NAME PROGRAM ARGS... (the library first, as above)
+run_args() {
+    kind=$1 name=$2 prog=$3
+    shift 3
+    set +e
+    if [ "$kind" = shim ]; then
+        timeout 60 env LD_PRELOAD="$PWD/build/libgilshim.so" "$py" "$prog" build/libticker.so "$@" \
+            >"$dir/$name.$kind.out" 2>"$dir/$name.$kind.err"
+    else
+        timeout 60 "$py" "$prog" build/libticker.so "$@" >"$dir/$name.$kind.out" 2>"$dir/$name.$kind.err"
+    fi
+    echo $? >"$dir/$name.$kind.rc"
+    set -e
+}
+
+# A library's atexit function joins its thread, which calls back once more.
+wheres="main sub"
+"$py" -c 'import concurrent.interpreters' 2>/dev/null && wheres="$wheres close pool"
+for where in $wheres; do
+    for order in before after; do
+        name=atexit-$where-$order
+        run_args stock $name tests/lifecycle/atexit_lib.py $where $order
+        run_args shim $name tests/lifecycle/atexit_lib.py $where $order
+        owner=sub
+        [ $where = main ] && owner=main
+        got() {  # KIND: where callback 2 ran, whether joined, exit status
+            c=$(sed -n 's/^callback 2 runs in //p' "$dir/$name.$1.out" | head -1)
+            j=no
+            has $name $1 "atexit: joined the library thread" out && j=yes
+            echo "last callback in ${c:-nothing}, joined $j, exit $(cat "$dir/$name.$1.rc")"
+        }
+        case $where in
+        main | sub)
+            if [ "$(got stock)" != "last callback in main, joined yes, exit 0" ]; then
+                fail $name stock "expected the last callback in main, the join, exit 0"
+                continue
+            fi ;;
+        esac
+        if [ "$(got shim)" != "last callback in $owner, joined yes, exit 0" ] ||
+            [ -s "$dir/$name.shim.err" ]; then
+            fail $name shim "expected the last callback in $owner, the join, exit 0, no message"
+        else
+            echo "programs $ver: atexit_lib $where $order: stock: $(got stock); gilshim: $(got shim)"
+        fi
+    done
+done
 
 for kind in stock shim; do
     n=$runs

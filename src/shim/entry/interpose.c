@@ -28,7 +28,7 @@ GS_EXPORT int PyGILState_Check(void) { return gs_check(); }
 GS_EXPORT void *PyEval_SaveThread(void) { return gs_save_thread(); }
 GS_EXPORT void PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
 GS_EXPORT void PyThreadState_Delete(void *t) { gs_thread_state_delete(t); }
-GS_EXPORT void *PyInterpreterState_ThreadHead(void *ip) { return gs_interp_thread_head(ip); }
+GS_EXPORT void *PyInterpreterState_ThreadHead(void *ip) { return gs_interp_thread_head(ip, CALLER); }
 
 /* Each function above under two more names: gilshim_<name>, exported,
  * for <gilshim/redirect.h>; and gs_entry_<name>, hidden, whose address is

@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -294,7 +295,18 @@ static void drop_idle_rows(struct gs_interp *in)
     } while (s.n == 64);
 }
 
-PyThreadState *gs_interp_thread_head(PyInterpreterState *ip)
+/* Whether caller is code of _xxsubinterpreters: other callers see every
+ * thread state, the cached ones too. */
+static int from_subinterpreters_module(const void *caller)
+{
+    Dl_info info;
+    if (!caller || !dladdr(caller, &info) || !info.dli_fname)
+        return 0;
+    const char *base = strrchr(info.dli_fname, '/');
+    return !strncmp(base ? base + 1 : info.dli_fname, "_xxsubinterpreters", 18);
+}
+
+PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller)
 {
     static PyThreadState *(*_Atomic real)(PyInterpreterState *);
     PyThreadState *(*f)(PyInterpreterState *) = atomic_load_explicit(&real, memory_order_relaxed);
@@ -306,7 +318,7 @@ PyThreadState *gs_interp_thread_head(PyInterpreterState *ip)
     if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
         gs_config()->mode == GS_MODE_ROUTE && py.port->sub_counts_threads && gs_py_attached() &&
         (main_in = gs_main_interp()) && (in = gs_interp_find_ptr(ip)) && in != main_in &&
-        atomic_load(&in->state) == GS_ALIVE)
+        atomic_load(&in->state) == GS_ALIVE && from_subinterpreters_module(caller))
         drop_idle_rows(in);
     return f(ip);
 }
