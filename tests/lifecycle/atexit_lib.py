@@ -77,6 +77,6 @@ elif where == "pool":
     from concurrent.futures import InterpreterPoolExecutor
 
     with InterpreterPoolExecutor(1) as ex:
-        ex.submit(exec, LIBRARY).result()
+        ex.submit(exec, LIBRARY, {"__name__": "library"}).result()
     print("main: shut down", flush=True)
 print("main: exit", flush=True)

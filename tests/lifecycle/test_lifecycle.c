@@ -176,7 +176,8 @@ TestSuite(lifecycle, .timeout = 120);
 
 /* The fail-safe's message for a park after Py_FinalizeEx (g: a run at the
  * default level): a warning where stock crashes, else (3.15, stock blocks
- * the thread as park does) info, shown at GILSHIM_LOG_LEVEL=info. */
+ * the thread as park does) info, shown at GILSHIM_LOG_LEVEL=info. Either
+ * comes after GILSHIM_DRAIN_MS, if the process has not exited by then. */
 static void late_message_level(const struct outcome *g, const char *name, const char *text)
 {
     if (port()->after_fini == GS_AFTER_CRASHES) {
@@ -184,7 +185,7 @@ static void late_message_level(const struct outcome *g, const char *name, const 
         return;
     }
     cr_assert_str_empty(g->err, "stock's outcome: nothing to say at the default level " SHOW(g));
-    const char *env[] = {"GILSHIM_LOG_LEVEL=info", NULL};
+    const char *env[] = {"GILSHIM_LOG_LEVEL=info", "GILSHIM_DRAIN_MS=100", NULL};
     struct outcome *i = run("shim", name, NULL, env, 20000);
     clean_exit(i);
     cr_assert(has(i->err, text), "the message names the case and the call site: " SHOW(i));
@@ -200,7 +201,9 @@ Test(lifecycle, ensure_after_finalize_parks_instead_of_crashing)
     else
         cr_assert(s->exited && has(s->out, "main: the thread is still blocked"),
                   "stock: expected the thread to hang, got " SHOW(s));
-    struct outcome *g = run("shim", "after_finalize", NULL, NULL, 20000);
+    /* the message waits GILSHIM_DRAIN_MS for the process to exit */
+    const char *drain[] = {"GILSHIM_DRAIN_MS=100", NULL};
+    struct outcome *g = run("shim", "after_finalize", NULL, drain, 20000);
     clean_exit(g);
     cr_assert(has(g->out, "thread: PyGILState_Ensure after Py_FinalizeEx\n"), SHOW(g));
     cr_assert(!has(g->out, "PyGILState_Ensure returned"), "park: Ensure must not return " SHOW(g));
@@ -264,7 +267,7 @@ Test(lifecycle, ensure_before_initialize_waits_for_the_runtime)
 
 Test(lifecycle, ensure_after_finalize_exit_policy_ends_the_thread)
 {
-    const char *env[] = {"GILSHIM_ON_FINALIZE=exit", NULL};
+    const char *env[] = {"GILSHIM_ON_FINALIZE=exit", "GILSHIM_DRAIN_MS=100", NULL};
     struct outcome *g = run("shim", "after_finalize", NULL, env, 20000);
     clean_exit(g);
     cr_assert(!has(g->out, "PyGILState_Ensure returned"), SHOW(g));

@@ -447,6 +447,31 @@ static void runtime_exit(void)
     gs_fast_refresh();
 }
 
+/* Where Py_FinalizeEx leaves sub-interpreters alive, only main's exit hook
+ * sweeps them before the end; one ended later from its head state could
+ * be handed a foreign thread's cached state, current ("tstate is still
+ * current"). So a sub-interpreter's hook brings main's: from a visit, as
+ * the caller is attached to the sub-interpreter. */
+static void place_main_hook_from(struct gs_interp *in)
+{
+    struct gs_interp *m = gs_main_interp();
+    if (!m || m == in || __atomic_load_n(&m->hook_registered, __ATOMIC_RELAXED))
+        return;
+    PyThreadState *visit = py.ThreadState_New(m->ptr);
+    if (!visit) {
+        gs_log(GS_LOG_WARN, "could not visit the main interpreter to place its exit hook "
+               "(PyThreadState_New failed); a sub-interpreter left at the runtime's end may "
+               "abort it");
+        return;
+    }
+    PyThreadState *back = py.SaveThread();
+    py.RestoreThread(visit);
+    gs_place_exit_hook(m);
+    py.ThreadState_Clear(visit);
+    py.ThreadState_DeleteCurrent();
+    py.RestoreThread(back);
+}
+
 void gs_place_exit_hook(struct gs_interp *in)
 {
     static struct gs_PyMethodDef def = {"_gilshim_interpreter_exit", exit_hook, GS_METH_NOARGS,
@@ -486,6 +511,8 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (fn) py.DecRef(fn);
     if (cap) py.DecRef(cap);
     if (mod) py.DecRef(mod);
+    if (res && py.port->finalize_leaves_subs && in->ptr != py.InterpreterState_Main())
+        place_main_hook_from(in);
 }
 
 /* --- thread exit --- */
@@ -570,7 +597,19 @@ void gs_fail_safe(const char *why, const void *caller)
     static const char *const names[] = {"park", "exit", "abort"};
     int k = snprintf(extra, sizeof extra, "\"policy\":\"%s\",", names[policy]);
     gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
-    gs_logx(fail_safe_level(policy), "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
+    int level = fail_safe_level(policy);
+    if (level == GS_LOG_WARN && policy != GS_FIN_ABORT && atomic_load(&g_after_fini)) {
+        /* After Py_FinalizeEx a process usually exits next (python's own
+         * main does); if it does within GILSHIM_DRAIN_MS, the thread ends
+         * with it as it would under stock, and nothing is worth saying. */
+        for (long waited = 0; waited < gs_config()->drain_ms && !atomic_load(&g_process_exiting);
+             waited++) {
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+        }
+        level = fail_safe_level(policy);
+    }
+    gs_logx(level, "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
             gs_describe_addr(caller, where, sizeof where), names[policy]);
     if (policy == GS_FIN_ABORT)
         abort();
