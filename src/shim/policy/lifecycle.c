@@ -568,9 +568,10 @@ static void reap_thread(struct gs_thread *t)
 
 /* The level of a fail-safe: info where the program ends as under stock,
  * a warning where it does not, or where stock would crash (docs/messages.md). */
-static int fail_safe_level(int policy)
+static int fail_safe_level(const char *why, int policy)
 {
-    if (policy == GS_FIN_ABORT)
+    /* out of memory: gilshim's outcome, whenever it comes */
+    if (policy == GS_FIN_ABORT || strncmp(why, "PyGILState_Ensure ", 18))
         return GS_LOG_WARN;
     /* After Py_FinalizeEx returned stock crashes the caller (<= 3.14) or
      * blocks it (3.15+); while the runtime finalizes it stops the thread:
@@ -597,17 +598,19 @@ void gs_fail_safe(const char *why, const void *caller)
     static const char *const names[] = {"park", "exit", "abort"};
     int k = snprintf(extra, sizeof extra, "\"policy\":\"%s\",", names[policy]);
     gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
-    int level = fail_safe_level(policy);
-    if (level == GS_LOG_WARN && policy != GS_FIN_ABORT && atomic_load(&g_after_fini)) {
+    int level = fail_safe_level(why, policy);
+    if (level == GS_LOG_WARN && policy != GS_FIN_ABORT && atomic_load(&g_after_fini) &&
+        gs_config()->log_level == GS_LOG_WARN) {
         /* After Py_FinalizeEx a process usually exits next (python's own
          * main does); if it does within GILSHIM_DRAIN_MS, the thread ends
-         * with it as it would under stock, and nothing is worth saying. */
+         * with it as it would under stock, and nothing is worth saying.
+         * Only the default level needs to know: info shows either. */
         for (long waited = 0; waited < gs_config()->drain_ms && !atomic_load(&g_process_exiting);
              waited++) {
             struct timespec ms = {0, 1000000};
             nanosleep(&ms, NULL);
         }
-        level = fail_safe_level(policy);
+        level = fail_safe_level(why, policy);
     }
     gs_logx(level, "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
             gs_describe_addr(caller, where, sizeof where), names[policy]);
