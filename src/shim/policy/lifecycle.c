@@ -386,6 +386,11 @@ static void exit_hook_freed(PyObject *capsule)
         gs_registry_lock();
         in->hook_registered = 0;
         gs_registry_unlock();
+        if (in == gs_main_interp()) {
+            /* the fast path may no longer count on hearing of the end */
+            atomic_store(&gs_hooks_armed, 0);
+            gs_fast_refresh();
+        }
         return;
     }
     if (in == gs_main_interp()) {
