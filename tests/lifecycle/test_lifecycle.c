@@ -177,7 +177,7 @@ TestSuite(lifecycle, .timeout = 120);
 /* The fail-safe's message for a park after Py_FinalizeEx (g: a run at the
  * default level): a warning where stock crashes, else (3.15, stock blocks
  * the thread as park does) info, shown at GILSHIM_LOG_LEVEL=info. Either
- * comes after GILSHIM_DRAIN_MS, if the process has not exited by then. */
+ * comes after up to 50 ms, if the process has not exited by then. */
 static void late_message_level(const struct outcome *g, const char *name, const char *text)
 {
     if (port()->after_fini == GS_AFTER_CRASHES) {
@@ -201,7 +201,7 @@ Test(lifecycle, ensure_after_finalize_parks_instead_of_crashing)
     else
         cr_assert(s->exited && has(s->out, "main: the thread is still blocked"),
                   "stock: expected the thread to hang, got " SHOW(s));
-    /* the message waits GILSHIM_DRAIN_MS for the process to exit */
+    /* the message waits for the process to exit (up to 50 ms, GILSHIM_DRAIN_MS if less) */
     const char *drain[] = {"GILSHIM_DRAIN_MS=100", NULL};
     struct outcome *g = run("shim", "after_finalize", NULL, drain, 20000);
     clean_exit(g);

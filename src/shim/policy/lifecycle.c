@@ -607,11 +607,12 @@ void gs_fail_safe(const char *why, const void *caller)
     if (level == GS_LOG_WARN && policy != GS_FIN_ABORT && atomic_load(&g_after_fini) &&
         gs_config()->log_level == GS_LOG_WARN) {
         /* After Py_FinalizeEx a process usually exits next (python's own
-         * main does); if it does within GILSHIM_DRAIN_MS, the thread ends
-         * with it as it would under stock, and nothing is worth saying.
+         * main does, within a millisecond): if it does within 50 ms, the
+         * program ends as it normally does under stock, and nothing is
+         * worth saying. A process that lives on hears of the thread.
          * Only the default level needs to know: info shows either. */
-        for (long waited = 0; waited < gs_config()->drain_ms && !atomic_load(&g_process_exiting);
-             waited++) {
+        long hold = gs_config()->drain_ms < 50 ? gs_config()->drain_ms : 50;
+        for (long waited = 0; waited < hold && !atomic_load(&g_process_exiting); waited++) {
             struct timespec ms = {0, 1000000};
             nanosleep(&ms, NULL);
         }
