@@ -11,7 +11,7 @@ gilshim_PyGILState_GetThisThreadState gilshim_PyGILState_Release gilshim_bind_th
 gilshim_ensure gilshim_get_stats gilshim_last_error gilshim_pthread_create gilshim_release gilshim_strerror
 gilshim_unbind_thread gilshim_version gilshim_view_alive gilshim_view_current
 gilshim_view_main pthread_create dlopen gilshim_redirection gilshim_mode
-PyThreadState_Delete gilshim_PyThreadState_Delete gilshim_guard_current gilshim_guard_from_view
+PyThreadState_Delete gilshim_PyThreadState_Delete PyInterpreterState_ThreadHead gilshim_guard_current gilshim_guard_from_view
 gilshim_guard_close gilshim_guard_ensure gilshim_ensure_guarded"
 want=$(echo $expected | tr ' ' '\n' | sort)
 have=$(nm -D --defined-only "$lib" | awk '{print $3}' | sort)

@@ -1,7 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Build tests/lifecycle/scenario.c twice per CPython in tests/pythons.sh,
-# stock and with gilshim, and run the lifecycle tests against each pair.
+# stock and with gilshim, and run the lifecycle tests against each pair;
+# then the Python programs of tests/lifecycle/programs.sh (quiet_exit.py
+# GILSHIM_QUIET_RUNS times with gilshim, default 50).
 set -eu
 cd "$(dirname "$0")/.."
 . tests/pythons.sh
@@ -22,5 +24,7 @@ for cfg in $PYTHONS; do
     minor=$(${cfg%-config} -c 'import sys; print(sys.version_info[1])')
     GILSHIM_SCENARIOS=build/scenario-%s-$tag GILSHIM_PY_MINOR=$minor \
         build/test_lifecycle --jobs 2 || status=1
+    # a sub destroyed under a library thread; a daemon thread through the end
+    tests/lifecycle/programs.sh "${cfg%-config}" "${GILSHIM_QUIET_RUNS:-50}" || status=1
 done
 exit $status

@@ -34,6 +34,7 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 export GILSHIM_ON_FINALIZE=exit  # so that the PyGILState threads can be joined
+export GILSHIM_LOG_LEVEL=info  # their stops, as stock's, are info (docs/messages.md)
 status=0
 for cfg in $PYTHONS; do
     tag=$(py_tag "$cfg")

@@ -38,6 +38,8 @@ struct gs_interp {
     uint64_t generation;
     _Atomic int state;
     int hook_registered;       /* its exit hook is in place (under lock) */
+    _Atomic int exit_begun;    /* CPython has called its exit hook: the
+                                  interpreter's atexit functions are running */
     _Atomic long in_flight;    /* diagnose mode: stock Ensures running in it */
     _Atomic uintptr_t guards;  /* PEP 788 guards open on it, or GS_GUARDS_CLOSED
                                   once its end has passed them (src/shim/policy/guards.c) */

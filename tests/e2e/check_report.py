@@ -82,7 +82,9 @@ def check_event(n, e):
     if not need(ev in EVENTS, f"line {n}: unknown event {ev!r}"):
         return
     need(e.get("gilshim") == SCHEMA, f"line {n}: schema version {e.get('gilshim')!r}")
-    want = {"route": ("debug",), "message": ("warn", "info", "debug")}.get(ev, ("warn",))
+    # fail_safe: info where stock stops the thread too (docs/messages.md#levels)
+    want = {"route": ("debug",), "message": ("warn", "info", "debug"),
+            "fail_safe": ("warn", "info")}.get(ev, ("warn",))
     need(e.get("level") in want, f"line {n}: {ev} at level {e.get('level')!r}")
     need(is_int(e.get("pid"), 1), f"line {n}: pid")
     need(ev == "suppressed" or is_int(e.get("tid"), 1), f"line {n}: tid")

@@ -482,6 +482,87 @@ static int atexit_ensure(void)
     return 0;
 }
 
+/* --- atexit_join WHERE-ORDER: a library whose atexit function stops its
+ * thread and joins it; the thread makes one last callback on its way out.
+ * WHERE: main, sub (legacy) or own (own GIL); ORDER: the atexit function is
+ * registered before or after the thread's first callback (and so before
+ * or after anything gilshim registers for that interpreter) --- */
+
+static _Atomic int aj_stage;
+
+static void *aj_thread(void *unused)
+{
+    (void)unused;
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("thread: first callback runs in %s", python_call());
+    PyGILState_Release(g);
+    atomic_store(&aj_stage, 1);
+    wait_for(&aj_stage, 2);
+    g = PyGILState_Ensure();
+    say("thread: last callback runs in %s", python_call());
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static pthread_t aj_th;
+
+static PyObject *aj_at_exit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    int blocked;
+    say("atexit: stopping the library thread");
+    Py_BEGIN_ALLOW_THREADS
+    atomic_store(&aj_stage, 2);
+    blocked = join_within(aj_th, 3000);
+    Py_END_ALLOW_THREADS
+    say(blocked ? "atexit: the library thread is still blocked" : "atexit: joined the library thread");
+    Py_RETURN_NONE;
+}
+
+static void aj_register(void)
+{
+    static PyMethodDef def = {"library_at_exit", aj_at_exit, METH_NOARGS, NULL};
+    PyObject *fn = PyCFunction_New(&def, NULL);
+    PyObject *mod = PyImport_ImportModule("atexit");
+    PyObject *res = fn && mod ? PyObject_CallMethod(mod, "register", "O", fn) : NULL;
+    if (!res)
+        abort();
+    Py_DECREF(res);
+    Py_DECREF(mod);
+    Py_DECREF(fn);
+}
+
+static int atexit_join(const char *arg)
+{
+    const char *order = arg ? strchr(arg, '-') : NULL;
+    if (!order || (strcmp(order, "-before") && strcmp(order, "-after"))) {
+        fprintf(stderr, "atexit_join main|sub|own-before|after\n");
+        return 2;
+    }
+    int sub_wanted = strncmp(arg, "main-", 5) != 0, own_gil = !strncmp(arg, "own-", 4);
+    if (own_gil && !HAVE_OWN_GIL) {
+        say("own-GIL interpreters need CPython 3.12+");
+        return 77;
+    }
+    int before = !strcmp(order, "-before");
+    start("main");
+    PyThreadState *sub = sub_wanted ? new_sub(own_gil, "sub") : NULL;
+    if (before)
+        aj_register();
+    /* made while the interpreter is attached: gilshim's rule 4 */
+    pthread_create(&aj_th, NULL, aj_thread, NULL);
+    wait_released(&aj_stage, 1);
+    if (!before)
+        aj_register();
+    if (sub)
+        end_sub(sub, own_gil);
+    Py_FinalizeEx();
+    say("main: Py_FinalizeEx returned");
+    say("main: exit");
+    return 0;
+}
+
 /* --- reinit: Py_FinalizeEx, Py_Initialize again; old views stay invalid --- */
 
 static _Atomic int ri_cmd, ri_done;
@@ -909,6 +990,8 @@ int main(int argc, char **argv)
         return finalize_inflight();
     if (!strcmp(name, "atexit_ensure"))
         return atexit_ensure();
+    if (!strcmp(name, "atexit_join"))
+        return atexit_join(argc > 2 ? argv[2] : NULL);
     if (!strcmp(name, "misuse"))
         return misuse();
 #if PY_VERSION_HEX >= 0x030F0000
@@ -916,7 +999,7 @@ int main(int argc, char **argv)
         return pep788(own);
 #endif
     fprintf(stderr, "usage: %s after_finalize|first_after_finalize|before_init|finalize_busy|"
-            "finalize_inflight|atexit_ensure|"
+            "finalize_inflight|atexit_ensure|atexit_join main|sub|own-before|after|"
             "end_cached [own]|end_inflight [own]|reinit|thread_exit|fork|unbalanced|misuse|"
             "finalizer|pep788 [own] (3.15+)\n", argv[0]);
     return 2;

@@ -18,6 +18,7 @@ GS_EXPORT int PyGILState_Check(void);
 GS_EXPORT void *PyEval_SaveThread(void);
 GS_EXPORT void PyEval_RestoreThread(void *tstate);
 GS_EXPORT void PyThreadState_Delete(void *tstate);
+GS_EXPORT void *PyInterpreterState_ThreadHead(void *interp);
 
 /* --- the explicit API (api.c), for pep788.c --- */
 struct gs_interp;

@@ -28,6 +28,7 @@ GS_EXPORT int PyGILState_Check(void) { return gs_check(); }
 GS_EXPORT void *PyEval_SaveThread(void) { return gs_save_thread(); }
 GS_EXPORT void PyEval_RestoreThread(void *t) { gs_restore_thread(t); }
 GS_EXPORT void PyThreadState_Delete(void *t) { gs_thread_state_delete(t); }
+GS_EXPORT void *PyInterpreterState_ThreadHead(void *ip) { return gs_interp_thread_head(ip, CALLER); }
 
 /* Each function above under two more names: gilshim_<name>, exported,
  * for <gilshim/redirect.h>; and gs_entry_<name>, hidden, whose address is
@@ -45,6 +46,9 @@ GS_ALIASES(Check, PyGILState_Check);
 GS_ALIASES(SaveThread, PyEval_SaveThread);
 GS_ALIASES(RestoreThread, PyEval_RestoreThread);
 GS_ALIASES(ThreadState_Delete, PyThreadState_Delete);
+/* Only for GOT patching: what it answers is CPython's own, no gilshim_ name. */
+extern __typeof__(PyInterpreterState_ThreadHead) gs_entry_ThreadHead
+    __attribute__((alias("PyInterpreterState_ThreadHead"), visibility("hidden")));
 
 /* What GOT patching rewrites: each name to its hidden alias, which no other
  * object's definition can win over. */
@@ -56,6 +60,7 @@ static const struct gs_redirect_target redirects[] = {
     {"PyEval_SaveThread", (void *)gs_entry_SaveThread},
     {"PyEval_RestoreThread", (void *)gs_entry_RestoreThread},
     {"PyThreadState_Delete", (void *)gs_entry_ThreadState_Delete},
+    {"PyInterpreterState_ThreadHead", (void *)gs_entry_ThreadHead},
 };
 
 /*

@@ -3,10 +3,17 @@
  * Interpreter ends, runtime finalization, thread exit, fork.
  *
  * CPython frees thread states when an interpreter ends; the shim caches
- * them. So it must hear of each end first: a Python-level atexit callback
- * per interpreter (runs inside Py_EndInterpreter and Py_FinalizeEx before
- * any thread state is freed, on 3.9-3.13) sweeps that interpreter's rows,
- * and Py_AtExit (runs last in Py_FinalizeEx) closes the runtime generation.
+ * them. So it must hear of each end first, but not before CPython stops
+ * running Python there: an atexit function may still wait for a foreign
+ * thread's callback. Each interpreter gets one Python-level atexit entry;
+ * CPython calls it in its turn (last in, first out), which only notes that
+ * the end has begun, and releases it with the whole table once every
+ * atexit function has run (atexit_callfuncs, then atexit_cleanup, on
+ * 3.9-3.15). That release, seen through a capsule the entry holds, sweeps
+ * the interpreter's rows: after its atexit functions, threading's shutdown
+ * and pending calls (which come first), before Py_EndInterpreter's "not the
+ * last thread" check and Py_FinalizeEx's deletion of other threads' states.
+ * Py_AtExit (runs last in Py_FinalizeEx) closes the runtime generation.
  */
 #define _GNU_SOURCE
 #include "policy.h"
@@ -16,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -267,6 +275,54 @@ static void sweep(struct gs_interp *in)
     atomic_store(&in->state, GS_DEAD);
 }
 
+/* --- a sub-interpreter's idle rows, before CPython counts its threads ---
+ * <= 3.11's _xxsubinterpreters refuses to run code in, or destroy, an
+ * interpreter with more than one thread state, and counts them from
+ * PyInterpreterState_ThreadHead: a library thread that outlived its call
+ * keeps its row, which stock never has. Its idle rows are dropped first;
+ * the owner makes a new one at its next call, or, once the interpreter
+ * has ended, meets the fail-safe path. One GIL for all there, and the
+ * caller holds it: no row can be claimed, or its state read, meanwhile. */
+
+static void drop_idle_rows(struct gs_interp *in)
+{
+    struct sweep s;
+    do {
+        s = (struct sweep){.self = gs_thread_peek(), .self_tstate = py.UncheckedGet()};
+        gs_rows_of_interp(in, collect, &s);
+        for (size_t i = 0; i < s.n; i++)
+            gs_delete_foreign_tstate(s.victims[i]);
+    } while (s.n == 64);
+}
+
+/* Whether caller is code of _xxsubinterpreters: other callers see every
+ * thread state, the cached ones too. */
+static int from_subinterpreters_module(const void *caller)
+{
+    Dl_info info;
+    if (!caller || !dladdr(caller, &info) || !info.dli_fname)
+        return 0;
+    const char *base = strrchr(info.dli_fname, '/');
+    return !strncmp(base ? base + 1 : info.dli_fname, "_xxsubinterpreters", 18);
+}
+
+PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller)
+{
+    static PyThreadState *(*_Atomic real)(PyInterpreterState *);
+    PyThreadState *(*f)(PyInterpreterState *) = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (PyThreadState * (*)(PyInterpreterState *)) gs_real_symbol("PyInterpreterState_ThreadHead");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    struct gs_interp *in, *main_in;
+    if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
+        gs_config()->mode == GS_MODE_ROUTE && py.port->sub_counts_threads && gs_py_attached() &&
+        (main_in = gs_main_interp()) && (in = gs_interp_find_ptr(ip)) && in != main_in &&
+        atomic_load(&in->state) == GS_ALIVE && from_subinterpreters_module(caller))
+        drop_idle_rows(in);
+    return f(ip);
+}
+
 struct others {
     struct gs_interp *main;
     struct gs_interp *list[256];
@@ -295,13 +351,49 @@ static void drop_unlisted(struct others *o)
     o->n = kept;
 }
 
+/* The interpreter the calling thread is attached to, if the shim knows it. */
+static struct gs_interp *current_interp(void)
+{
+    PyThreadState *me = py.UncheckedGet();
+    return me ? gs_interp_find_ptr(py.ThreadState_GetInterpreter(me)) : NULL;
+}
+
+/* Called by CPython in the atexit run, in registration order reversed:
+ * functions registered earlier still run after it, and may wait for a
+ * callback, so nothing ends here. */
 static PyObject *exit_hook(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    PyThreadState *me = py.UncheckedGet();
-    struct gs_interp *in = me ? gs_interp_find_ptr(py.ThreadState_GetInterpreter(me)) : NULL;
-    if (in && in == gs_main_interp()) {
+    struct gs_interp *in = current_interp();
+    if (in)
+        atomic_store(&in->exit_begun, 1);
+    return py.BuildValue("");
+}
+
+/* The capsule held by the exit hook is freed with the atexit table: after
+ * the run, or by atexit._clear() (or unregister) without one. */
+static void exit_hook_freed(PyObject *capsule)
+{
+    (void)capsule;
+    struct gs_interp *in = current_interp();
+    if (!in)
+        return;
+    if (!atomic_exchange(&in->exit_begun, 0)) {
+        /* Removed unrun: the interpreter lives on without a hook. The next
+         * call attached to it places one again; until then its entry is
+         * checked against CPython's list before a new row is made. */
+        gs_registry_lock();
+        in->hook_registered = 0;
+        gs_registry_unlock();
+        if (in == gs_main_interp()) {
+            /* the fast path may no longer count on hearing of the end */
+            atomic_store(&gs_hooks_armed, 0);
+            gs_fast_refresh();
+        }
+        return;
+    }
+    if (in == gs_main_interp()) {
         /* The runtime is going. Sub-interpreters that 3.13 will end later,
          * from a thread where all else is gone, and those 3.9-3.12 leave
          * behind: sweep them now, each from inside, while it is safe.
@@ -335,12 +427,18 @@ static PyObject *exit_hook(PyObject *self, PyObject *unused)
         for (size_t i = 0; i < o.n; i++)
             atomic_store(&o.list[i]->state, GS_ENDING);
         sweep(in);
-    } else if (in) {
+    } else {
         gs_guards_drain(in);
         sweep(in);
     }
-    return py.BuildValue("");
 }
+
+/* Py_FinalizeEx has returned and no runtime has been initialized since. */
+static _Atomic int g_after_fini;
+/* The process is in exit() (the program's main returned, or it called it). */
+static _Atomic int g_process_exiting;
+
+static void process_exit(void) { atomic_store(&g_process_exiting, 1); }
 
 static void runtime_exit(void)
 {
@@ -348,9 +446,35 @@ static void runtime_exit(void)
      * TSS key deleted; a runtime initialized again makes a new one, which
      * is found again. */
     gs_runtime_ended();
+    atomic_store(&g_after_fini, 1);
     atomic_store(&gs_tss_key_state, 0);
     atomic_store(&gs_finalizing, 0);
     gs_fast_refresh();
+}
+
+/* Where Py_FinalizeEx leaves sub-interpreters alive, only main's exit hook
+ * sweeps them before the end; one ended later from its head state could
+ * be handed a foreign thread's cached state, current ("tstate is still
+ * current"). So a sub-interpreter's hook brings main's: from a visit, as
+ * the caller is attached to the sub-interpreter. */
+static void place_main_hook_from(struct gs_interp *in)
+{
+    struct gs_interp *m = gs_main_interp();
+    if (!m || m == in || __atomic_load_n(&m->hook_registered, __ATOMIC_RELAXED))
+        return;
+    PyThreadState *visit = py.ThreadState_New(m->ptr);
+    if (!visit) {
+        gs_log(GS_LOG_WARN, "could not visit the main interpreter to place its exit hook "
+               "(PyThreadState_New failed); a sub-interpreter left at the runtime's end may "
+               "abort it");
+        return;
+    }
+    PyThreadState *back = py.SaveThread();
+    py.RestoreThread(visit);
+    gs_place_exit_hook(m);
+    py.ThreadState_Clear(visit);
+    py.ThreadState_DeleteCurrent();
+    py.RestoreThread(back);
 }
 
 void gs_place_exit_hook(struct gs_interp *in)
@@ -364,12 +488,17 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (done)
         return;
     uint64_t gen = gs_generation();
-    if (atomic_exchange(&g_atexit_generation, gen) != gen && py.AtExit(runtime_exit) == 0)
-        atomic_store(&g_atexit_ok, gen);
+    if (atomic_exchange(&g_atexit_generation, gen) != gen) {
+        atomic_store(&g_after_fini, 0);
+        if (py.AtExit(runtime_exit) == 0)
+            atomic_store(&g_atexit_ok, gen);
+    }
     gs_tss_get_slow();  /* finds the key, if it is not known yet */
 
     PyObject *mod = py.Import_ImportModule("atexit"), *fn = NULL, *reg = NULL, *res = NULL;
-    if (mod && (fn = py.CFunction_NewEx(&def, NULL, NULL)) &&
+    /* the atexit table is the capsule's only owner, through fn */
+    PyObject *cap = mod ? py.Capsule_New(in, "gilshim.exit_hook", exit_hook_freed) : NULL;
+    if (cap && (fn = py.CFunction_NewEx(&def, cap, NULL)) &&
         (reg = py.Object_GetAttrString(mod, "register")))
         res = py.Object_CallFunctionObjArgs(reg, fn, NULL);
     if (!res) {
@@ -385,7 +514,10 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (res) py.DecRef(res);
     if (reg) py.DecRef(reg);
     if (fn) py.DecRef(fn);
+    if (cap) py.DecRef(cap);
     if (mod) py.DecRef(mod);
+    if (res && py.port->finalize_leaves_subs && in->ptr != py.InterpreterState_Main())
+        place_main_hook_from(in);
 }
 
 /* --- thread exit --- */
@@ -439,6 +571,31 @@ static void reap_thread(struct gs_thread *t)
 
 /* --- failure policy of the interposed PyGILState_Ensure --- */
 
+/* The level of a fail-safe: info where the program ends as under stock,
+ * a warning where it does not, or where stock would crash (docs/messages.md). */
+static int fail_safe_level(const char *why, int policy)
+{
+    /* out of memory: gilshim's outcome, whenever it comes */
+    if (policy == GS_FIN_ABORT || strncmp(why, "PyGILState_Ensure ", 18))
+        return GS_LOG_WARN;
+    /* After Py_FinalizeEx returned stock crashes the caller (<= 3.14) or
+     * blocks it (3.15+); while the runtime finalizes it stops the thread:
+     * pthread_exit (<= 3.13) or blocks it (3.14+), as park and exit do. */
+    int hangs = py.port->after_fini == GS_AFTER_HANGS;
+    /* Once exit() has begun the process ends the thread within moments;
+     * stock's program, which rarely gets the crash in, exits as here. */
+    int exiting = atomic_load(&g_process_exiting);
+    if (atomic_load(&g_after_fini))
+        return hangs || exiting ? GS_LOG_INFO : GS_LOG_WARN;
+    if (!py.IsFinalizing() && !gs_runtime_finalizing())
+        return GS_LOG_WARN;
+    if (exiting)
+        return GS_LOG_INFO;
+    /* Without runtime_exit in place, "finalizing" may also mean "returned"
+     * (CPython keeps the flag): info only where both end the same. */
+    return atomic_load(&g_atexit_ok) == gs_generation() || hangs ? GS_LOG_INFO : GS_LOG_WARN;
+}
+
 void gs_fail_safe(const char *why, const void *caller)
 {
     char where[256], extra[600];
@@ -446,7 +603,22 @@ void gs_fail_safe(const char *why, const void *caller)
     static const char *const names[] = {"park", "exit", "abort"};
     int k = snprintf(extra, sizeof extra, "\"policy\":\"%s\",", names[policy]);
     gs_json_site("site", caller, extra + k, sizeof extra - (size_t)k);
-    gs_logx(GS_LOG_WARN, "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
+    int level = fail_safe_level(why, policy);
+    if (level == GS_LOG_WARN && policy != GS_FIN_ABORT && atomic_load(&g_after_fini) &&
+        gs_config()->log_level == GS_LOG_WARN) {
+        /* After Py_FinalizeEx a process usually exits next (python's own
+         * main does, within a millisecond): if it does within 50 ms, the
+         * program ends as it normally does under stock, and nothing is
+         * worth saying. A process that lives on hears of the thread.
+         * Only the default level needs to know: info shows either. */
+        long hold = gs_config()->drain_ms < 50 ? gs_config()->drain_ms : 50;
+        for (long waited = 0; waited < hold && !atomic_load(&g_process_exiting); waited++) {
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+        }
+        level = fail_safe_level(why, policy);
+    }
+    gs_logx(level, "fail_safe", extra, "%s (at %s); GILSHIM_ON_FINALIZE=%s", why,
             gs_describe_addr(caller, where, sizeof where), names[policy]);
     if (policy == GS_FIN_ABORT)
         abort();
@@ -486,4 +658,5 @@ void gs_lifecycle_init(void)
         return;
     gs_set_thread_reaper(reap_thread);
     pthread_atfork(NULL, NULL, after_fork_child);
+    atexit(process_exit);
 }

@@ -141,6 +141,8 @@ static inline int gs_attached_elsewhere(struct gs_thread *self, PyThreadState *c
            cur != gs_tss_get() && !gs_attached_shared(cur);
 }
 GS_HIDDEN void gs_fix_stale_tss(struct gs_thread *self);
+/* The interposed PyInterpreterState_ThreadHead (lifecycle.c). */
+GS_HIDDEN PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller);
 /* Pop f (the top frame) and undo what its Ensure did. */
 GS_HIDDEN void gs_frame_undo(struct gs_thread *self, struct gs_frame *f);
 GS_HIDDEN extern GS_TLS struct gs_interp *gs_tl_creator;

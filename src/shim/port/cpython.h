@@ -77,6 +77,7 @@ struct gs_py {
     PyObject *(*Object_GetAttrString)(PyObject *, const char *);
     PyObject *(*Object_CallFunctionObjArgs)(PyObject *, ...);
     PyObject *(*CFunction_NewEx)(struct gs_PyMethodDef *, PyObject *, PyObject *);
+    PyObject *(*Capsule_New)(void *, const char *, void (*)(PyObject *));
     void (*DecRef)(PyObject *);
     PyObject *(*BuildValue)(const char *, ...);
 };

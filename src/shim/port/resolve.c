@@ -322,6 +322,7 @@ int gs_py_resolve(void)
     NEED(Object_GetAttrString, "PyObject_GetAttrString");
     NEED(Object_CallFunctionObjArgs, "PyObject_CallFunctionObjArgs");
     NEED(CFunction_NewEx, "PyCFunction_NewEx");
+    NEED(Capsule_New, "PyCapsule_New");
     NEED(DecRef, "Py_DecRef");
     NEED(BuildValue, "Py_BuildValue");
 

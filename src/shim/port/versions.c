@@ -8,7 +8,8 @@
 #include <stddef.h>
 
 /* Each fact is named where it is set; a zero is the oldest behaviour. */
-#define UNTIL_3_11 .shared_current = 1, .exc_is_type = 1
+#define UNTIL_3_11 \
+    .shared_current = 1, .exc_is_type = 1, .sub_counts_threads = 1, .finalize_leaves_subs = 1
 #define FROM_3_12 .gilstate_follows = 1
 static const struct gs_port rows[] = {
     {.minor = 9, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88,
@@ -17,7 +18,8 @@ static const struct gs_port rows[] = {
      .gilstate_counter_offset = 160},
     {.minor = 11, UNTIL_3_11, .thread_id_offset = 152, .exc_offset = 96,
      .gilstate_counter_offset = 136},
-    {.minor = 12, FROM_3_12, .exc_offset = 96, .gilstate_counter_offset = 120},
+    {.minor = 12, FROM_3_12, .exc_offset = 96, .gilstate_counter_offset = 120,
+     .finalize_leaves_subs = 1},
     {.minor = 13, FROM_3_12, .exc_offset = 112, .gilstate_counter_offset = 136},
     {.minor = 14, FROM_3_12, .exc_offset = 112, .gilstate_counter_offset = 136,
      .end_deletes_others = 1, .late_caller = GS_LATE_HANGS},

@@ -44,6 +44,15 @@ struct gs_port {
     /* Py_EndInterpreter deletes other threads' states of the interpreter
      * (3.14+) instead of the fatal error "not the last thread". */
     unsigned end_deletes_others : 1;
+    /* _xxsubinterpreters' run_string() and destroy() refuse an
+     * interpreter with a thread state besides its head ("interpreter has
+     * more than one thread", _is_running: PyInterpreterState_ThreadHead,
+     * then PyThreadState_Next; <= 3.11). */
+    unsigned sub_counts_threads : 1;
+    /* Py_FinalizeEx leaves sub-interpreters alive (<= 3.12); the last
+     * reference to a _xxsubinterpreters id ends one from the state at the
+     * head of its list, whoever's it is (_PyInterpreterState_IDDecref). */
+    unsigned finalize_leaves_subs : 1;
     enum gs_late_caller late_caller;
     enum gs_after_fini after_fini;
     /* offsetof(PyThreadState, thread_id); read only where shared_current. */
