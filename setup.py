@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 from wheel.bdist_wheel import bdist_wheel
 
@@ -54,11 +54,14 @@ class Build(build_py):
                     "version = %r\n" % version())
 
 
-class Wheel(bdist_wheel):
-    def finalize_options(self):
-        super().finalize_options()
-        self.root_is_pure = False
+class Binary(Distribution):
+    """Not pure: the package goes to platlib, at the wheel's root."""
 
+    def has_ext_modules(self):
+        return True
+
+
+class Wheel(bdist_wheel):
     def get_tag(self):
         major, minor = glibc_needed(os.path.join(TOP, "build", "libgilshim.so"))
         return "py3", "none", "manylinux_%d_%d_%s" % (major, minor, os.uname().machine)
@@ -67,6 +70,7 @@ class Wheel(bdist_wheel):
 os.makedirs(os.path.join(TOP, "build", "python"), exist_ok=True)
 setup(
     version=version(),
+    distclass=Binary,
     cmdclass={"build_py": Build, "bdist_wheel": Wheel},
     options={"build": {"build_base": "build/python"}, "egg_info": {"egg_base": "build/python"}},
 )

@@ -8,11 +8,11 @@ interpreter creates the sub-interpreter and runs _inner() in it; _inner
 sets sys.argv, sys.path[0] and __main__ as `python script.py` or
 `python -m module` would, runs the program, prints an uncaught exception
 through sys.excepthook with the traceback from the program's first frame,
-turns SystemExit into a status as Py_Exit does, waits for non-daemon threads
-and runs atexit handlers (as Py_FinalizeEx does), flushes the sub-
+turns SystemExit into a status as Py_Exit does, flushes the sub-
 interpreter's own sys.stdout/sys.stderr, and sends the status back through
-a pipe. The main interpreter then ends the sub-interpreter and exits with
-that status.
+a pipe. The main interpreter then ends the sub-interpreter (which waits for
+its non-daemon threads and runs its atexit handlers, as Py_FinalizeEx does)
+and exits with that status.
 """
 import os
 import sys
@@ -28,10 +28,10 @@ def _create(kind):
         import _interpreters as mod
         return mod, mod.create(CONFIG_313[kind])
     import _xxsubinterpreters as mod
-    if sys.version_info >= (3, 12):
-        return mod, mod.create(isolated=(kind == "own-gil"))
-    # 3.9-3.11: every interpreter this module makes is Py_NewInterpreter's.
-    return mod, mod.create()
+    # 3.12: isolated picks own-GIL or legacy; 3.10-3.11: isolated (the
+    # default) forbids threads, fork and exec, which Py_NewInterpreter's
+    # allow; 3.9 takes the keyword and ignores it.
+    return mod, mod.create(isolated=(kind == "own-gil"))
 
 
 def main(argv=None):
@@ -61,8 +61,14 @@ def main(argv=None):
     if failed is not None or not reply:
         sys.stderr.write("gilshim: the sub-interpreter runner failed: %s\n" % (failed,))
         return 1
-    mod.destroy(interp)
     kind, _, value = reply.partition(":")
+    try:
+        mod.destroy(interp)
+    except Exception:
+        # Daemon threads still running: a program run directly exits with
+        # them, but 3.9-3.11 cannot end an interpreter that has them (and
+        # the main one's finalization would then abort on it).
+        _exit_now(int(value) if kind == "exit" else 128 + int(value))
     if kind == "signal":
         import signal
         sys.stdout.flush()
@@ -72,12 +78,32 @@ def main(argv=None):
     return int(value)
 
 
+def _exit_now(status):
+    """exit(status) as C sees it (its atexit handlers, gilshim's exit summary
+    among them, then stdio), without finalizing CPython."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    try:
+        import ctypes
+        ctypes.PyDLL(None).exit(status)
+    except Exception:
+        pass
+    os._exit(status)
+
+
 def _frames_to_skip():
     return {_inner.__code__, _run.__code__}
 
 
 def _inner(program, fd, executable):
     """In the sub-interpreter: run the program, send back "exit:N" or "signal:N"."""
+    # The program finds sys.modules as a fresh interpreter has it (and
+    # pytest can still rewrite the asserts of this package's plugin).
+    for name in [m for m in sys.modules if m == "gilshim" or m.startswith("gilshim.")]:
+        del sys.modules[name]
     try:
         reply = "exit:%d" % _run(program, executable)
     except KeyboardInterrupt:
@@ -119,6 +145,8 @@ def _run(program, executable):
                 sys.stderr.write("%s: can't open file %r: [Errno %d] %s\n"
                                  % (executable, os.path.abspath(script), e.errno, e.strerror))
                 return 2
+            # As 3.9+, which makes the script's path absolute (not argv[0]).
+            script = os.path.abspath(script)
             from importlib.machinery import SourceFileLoader
             g.update(__file__=script, __cached__=None, __loader__=SourceFileLoader("__main__", script))
             exec(compile(source, script, "exec"), g)
@@ -131,12 +159,8 @@ def _run(program, executable):
     except BaseException as e:
         _excepthook(e)
         status = 1
-    # As Py_FinalizeEx: non-daemon threads, then atexit handlers.
-    threading = sys.modules.get("threading")
-    if threading is not None:
-        threading._shutdown()
-    import atexit
-    atexit._run_exitfuncs()
+    # Non-daemon threads and atexit handlers: Py_EndInterpreter waits for
+    # and runs them, in that order, as Py_FinalizeEx does in main.
     return status
 
 
