@@ -22,7 +22,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all python test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -128,6 +128,16 @@ pep788: $(LIB)
 	WERROR=$(WERROR) tests/run-pep788.sh
 	WERROR=$(WERROR) $(SID) tests/run-pep788.sh
 
+# The wheel (pyproject.toml, setup.py, python/): built offline with
+# python3 -m build --no-isolation, its platform tag checked against the
+# library's glibc symbol versions, installed with pip --no-index into a
+# fresh venv of every CPython and tested there: the command, python -m
+# gilshim, the sub-interpreter runner, and the pytest plugin on
+# examples/pytest_callback (python/tests/run.sh, docs/python.md).
+python: $(LIB)
+	python/tests/run.sh
+	$(SID) sh -c 'python/tests/run.sh build/python/dist/gilshim-*.whl'
+
 check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
@@ -152,6 +162,7 @@ test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
 	$(MAKE) check unit model embed lifecycle faults e2e legacy pep788
+	$(MAKE) python
 	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"

@@ -11,6 +11,7 @@
 #   python/tests/run.sh          build, then test here
 #   python/tests/run.sh WHEEL    test WHEEL here (what make runs in sid)
 set -eu
+[ $# -eq 0 ] || wheel=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 cd "$(dirname "$0")/../.."
 top=$PWD
 . tests/pythons.sh
@@ -21,8 +22,6 @@ if [ $# -eq 0 ]; then
         { cat build/python-build.log; echo "python: the wheel did not build"; exit 1; }
     wheel=$(ls "$top"/build/python/dist/gilshim-"$version"-*.whl)
     /usr/bin/python3 python/tests/check_tag.py "$wheel"
-else
-    wheel=$1
 fi
 scratch=$(mktemp -d /tmp/gilshim-python.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
