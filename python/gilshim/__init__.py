@@ -15,7 +15,18 @@ with it preloaded (docs/python.md).
 import collections
 import os
 
-from ._version import version as __version__
+try:
+    from ._version import version as __version__  # written by setup.py
+except ImportError:  # run from the source tree, unbuilt
+    def _tree_version():
+        import re
+        h = os.path.join(os.path.dirname(__file__), "..", "..", "include", "gilshim.h")
+        try:
+            with open(h) as f:
+                return ".".join(re.findall(r"^#define GILSHIM_VERSION_[A-Z]+ (\d+)", f.read(), re.M))
+        except OSError:
+            return "unknown"
+    __version__ = _tree_version()
 
 __all__ = ["__version__", "library_path", "status", "Status"]
 

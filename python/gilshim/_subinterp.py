@@ -159,8 +159,16 @@ def _run(program, executable):
     except BaseException as e:
         _excepthook(e)
         status = 1
-    # Non-daemon threads and atexit handlers: Py_EndInterpreter waits for
-    # and runs them, in that order, as Py_FinalizeEx does in main.
+    # Non-daemon threads, then atexit handlers, as Py_FinalizeEx: 3.12+'s
+    # Py_EndInterpreter does both (and a second threading._shutdown there
+    # fails an assert); 3.9-3.11's _xxsubinterpreters.destroy refuses an
+    # interpreter with a thread left, so they are done here.
+    if sys.version_info < (3, 12):
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
     return status
 
 

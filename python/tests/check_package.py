@@ -91,7 +91,7 @@ line = sys.stdin.readline()
 sys.stdout.write("stdin " + line)
 sys.stderr.write("to stderr\n")
 atexit.register(print, "atexit")
-t = threading.Thread(target=lambda: (__import__("time").sleep(0.2), print("thread done")))
+t = threading.Thread(target=lambda: (__import__("time").sleep(0.05), print("thread done")))
 t.start()
 what = sys.argv[1]
 if what == "raise":
@@ -113,11 +113,15 @@ with open(os.path.join(work, "pkg", "__init__.py"), "w") as f:
 with open(os.path.join(work, "pkg", "__main__.py"), "w") as f:
     f.write(PROG.replace('sys.path[0] == os.path.dirname(os.path.realpath(sys.argv[0]))', 'sys.path[0] == os.getcwd()'))
 
-kinds = ["--subinterpreter", "--subinterpreter=legacy"] + (["--subinterpreter=own-gil"] if V >= (3, 12) else [])
+# Every case in each kind of sub-interpreter with the shim; the other ways
+# in (no sub-interpreter, diagnose, stock, the bare option) on a few cases,
+# to keep the tier short.
+kinds = [["--subinterpreter=legacy"]] + ([["--subinterpreter=own-gil"]] if V >= (3, 12) else [])
+others = [[], ["--diagnose"], ["--subinterpreter"], ["--diagnose", "--subinterpreter"], ["--no-shim", "--subinterpreter"]]
 for prog in (["prog.py"], ["-m", "pkg"]):
-    for args in (["ok", "x y"], ["raise"], ["exit", "7"], ["exit", "none"], ["exit", "bye"], ["exit", "0"]):
+    for args in (["ok", "x y"], ["raise"], ["exit", "7"], ["exit", "none"], ["exit", "bye"], ["daemon"]):
         ref = run([py] + prog + args, stdin="hello\n")
-        for via in [[], ["--diagnose"]] + [[k] for k in kinds] + [["--diagnose", "--subinterpreter"], ["--no-shim", "--subinterpreter"]]:
+        for via in kinds + (others if args[0] in ("ok", "raise") else []):
             got = run([py, "-m", "gilshim"] + via + prog + args, stdin="hello\n")
             check("%s as %s: same stdout, stderr, status (%d)" % (" ".join(prog + args), " ".join(via) or "python -m gilshim", ref[0]),
                   got == ref, "\n  direct: %r\n  gilshim: %r" % (ref, got))

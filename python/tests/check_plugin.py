@@ -112,6 +112,43 @@ check("--gilshim=bogus: usage error", rc == 4 and "invalid choice" in out, out)
 rc, out = pytest("--gilshim-subinterpreter=shared", "test_strict.py")
 check("--gilshim-subinterpreter=shared: usage error", rc == 4 and "unknown kind" in out, out)
 
+# The contract's `counts` lines (docs/messages.md), on a log written here:
+# each test gets the callbacks counted while it ran, the first one too.
+import json  # noqa: E402
+from gilshim.pytest_plugin import Tracker  # noqa: E402
+
+site = {"object": "ext.so", "symbol": None, "offset": 4814}
+log = os.path.join(work, "counts.jsonl")
+
+
+def emit(*events):
+    with open(log, "a") as f:
+        for e in events:
+            f.write(json.dumps(dict(e, gilshim=1)) + "\n")
+
+
+open(log, "w").close()
+t = Tracker(None, log)
+emit({"event": "wrong_interpreter", "finding": 1, "site": site, "rule": 4, "owner": 1, "stock": 0, "owner_kind": "legacy"},
+     {"event": "counts", "findings": [{"finding": 1, "site": site, "rule": 4, "owner": 1, "owner_kind": "legacy", "stock": 0, "count": 1}]},
+     {"event": "counts", "findings": [{"finding": 1, "site": site, "rule": 4, "owner": 1, "owner_kind": "legacy", "stock": 0, "count": 2}]})
+a = t.collect("t1")
+emit({"event": "counts", "findings": [{"finding": 1, "site": site, "rule": 4, "owner": 1, "owner_kind": "legacy", "stock": 0, "count": 4},
+                                      {"finding": 2, "site": dict(site, offset=16), "rule": 2, "owner": 1, "owner_kind": "legacy", "stock": 0, "count": 1}]})
+with open(log, "a") as f:
+    f.write('{"gilshim":1,"event":"counts","findings":[{"finding":1,"count":')  # a line still being written
+b = t.collect("t2")
+with open(log, "a") as f:
+    f.write('5}]}\n')
+c = t.collect("t3")
+check("counts lines: callbacks charged to the test that made them",
+      a == {1: 3} and b == {1: 4, 2: 1} and c == {1: 5} and t.findings[1].site == "ext.so(+0x12ce)", (a, b, c))
+open(log, "w").close()
+t = Tracker(None, log)
+emit({"event": "wrong_interpreter", "site": site, "rule": 4, "owner": 1, "stock": 0})
+a = t.collect("t1")
+check("no counts lines (an older shim): a site's first callback, charged once", list(a.values()) == [1] and not t.counted, a)
+
 if V >= (3, 12):
     rc, out = pytest("--gilshim=route", "--gilshim-subinterpreter=own-gil", "test_ticker.py")
     print("info own-GIL session, route: status %d, %s" % (rc, (out.strip().splitlines() or ["?"])[-1]))
