@@ -61,14 +61,13 @@ def main(argv=None):
     if failed is not None or not reply:
         sys.stderr.write("gilshim: the sub-interpreter runner failed: %s\n" % (failed,))
         return 1
-    kind, _, value = reply.partition(":")
-    try:
-        mod.destroy(interp)
-    except Exception:
-        # Daemon threads still running: a program run directly exits with
-        # them, but 3.9-3.11 cannot end an interpreter that has them (and
-        # the main one's finalization would then abort on it).
-        _exit_now(int(value) if kind == "exit" else 128 + int(value))
+    kind, value, daemons = (reply.split(":") + [""])[:3]
+    status = int(value) if kind == "exit" else 128 + int(value)
+    if daemons:
+        # A program run directly exits with its daemon threads running;
+        # no CPython can end an interpreter that still has them.
+        _exit_now(status)
+    mod.destroy(interp)
     if kind == "signal":
         import signal
         sys.stdout.flush()
@@ -98,6 +97,9 @@ def _frames_to_skip():
     return {_inner.__code__, _run.__code__}
 
 
+_daemons_left = False
+
+
 def _inner(program, fd, executable):
     """In the sub-interpreter: run the program, send back "exit:N" or "signal:N"."""
     # The program finds sys.modules as a fresh interpreter has it (and
@@ -106,6 +108,8 @@ def _inner(program, fd, executable):
         del sys.modules[name]
     try:
         reply = "exit:%d" % _run(program, executable)
+        if _daemons_left:
+            reply += ":daemons"
     except KeyboardInterrupt:
         import signal
         reply = "signal:%d" % signal.SIGINT
@@ -159,16 +163,28 @@ def _run(program, executable):
     except BaseException as e:
         _excepthook(e)
         status = 1
-    # Non-daemon threads, then atexit handlers, as Py_FinalizeEx: 3.12+'s
-    # Py_EndInterpreter does both (and a second threading._shutdown there
-    # fails an assert); 3.9-3.11's _xxsubinterpreters.destroy refuses an
-    # interpreter with a thread left, so they are done here.
-    if sys.version_info < (3, 12):
-        threading = sys.modules.get("threading")
-        if threading is not None:
+    # Non-daemon threads, then atexit handlers, as Py_FinalizeEx, done here
+    # rather than left to Py_EndInterpreter: with a daemon thread still
+    # running, 3.9-3.11's destroy refuses the interpreter and 3.12+'s
+    # Py_EndInterpreter aborts ("not the last thread"), so main must then
+    # exit without ending it, after both.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        if sys.version_info < (3, 12):
             threading._shutdown()
-        import atexit
-        atexit._run_exitfuncs()
+        else:  # there, a second _shutdown (Py_EndInterpreter's) fails an assert
+            while True:
+                left = [t for t in threading.enumerate()
+                        if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+                if not left:
+                    break
+                for t in left:
+                    t.join()
+    import atexit
+    atexit._run_exitfuncs()
+    global _daemons_left
+    _daemons_left = threading is not None and any(
+        t.daemon and t.is_alive() for t in threading.enumerate() if t is not threading.main_thread())
     return status
 
 
