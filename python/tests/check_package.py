@@ -85,25 +85,30 @@ check("gilshim --json --log, LD_PRELOAD kept after it", rc == 0 and out.split() 
 
 # -- programs: direct, python -m gilshim, and in sub-interpreters ---------
 PROG = r'''
-import atexit, os, sys, threading
+import atexit, os, sys, threading, time
 print("argv", sys.argv[1:], "name", __name__, "path0", sys.path[0] == os.path.dirname(os.path.realpath(sys.argv[0])))
 line = sys.stdin.readline()
 sys.stdout.write("stdin " + line)
 sys.stderr.write("to stderr\n")
 atexit.register(print, "atexit")
-t = threading.Thread(target=lambda: (__import__("time").sleep(0.05), print("thread done")))
-t.start()
+go = threading.Event()
+# Prints after the program has ended: the exit must wait for it.
+threading.Thread(target=lambda: (go.wait(), time.sleep(0.05), print("thread done"))).start()
 what = sys.argv[1]
-if what == "raise":
-    def inner():
-        raise ValueError("boom")
-    inner()
-elif what == "daemon":
-    threading.Thread(target=__import__("time").sleep, args=(3600,), daemon=True).start()
-elif what == "exit":
-    arg = sys.argv[2]
-    sys.exit(None if arg == "none" else int(arg) if arg.lstrip("-").isdigit() else arg)
-print("end")
+try:
+    if what == "raise":
+        def inner():
+            raise ValueError("boom")
+        inner()
+    elif what == "daemon":
+        threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+    elif what == "exit":
+        arg = sys.argv[2]
+        sys.exit(None if arg == "none" else int(arg) if arg.lstrip("-").isdigit() else arg)
+    print("end")
+finally:
+    sys.stdout.flush()
+    go.set()
 '''
 os.makedirs(os.path.join(work, "pkg"), exist_ok=True)
 with open(os.path.join(work, "prog.py"), "w") as f:

@@ -29,10 +29,8 @@ fail=0
 for cfg in $PYTHONS; do
     py=${cfg%-config}
     tag=$(py_tag "$cfg")
-    case $("$py" -c 'import sysconfig; print(sysconfig.get_config_var("Py_ENABLE_SHARED"))') in
-        1) how="symbol interposition" ;;
-        *) how="GOT patching" ;;
-    esac
+    # As run-e2e.sh: a libpython of its own, or the executable's.
+    if ldd "$py" | grep -q libpython; then how="symbol interposition"; else how="GOT patching"; fi
     echo "== python: CPython $tag ($py), expects $how"
     d=$scratch/$tag
     mkdir -p "$d/work" "$d/ticker/multi" "$d/ticker/single"
