@@ -27,7 +27,10 @@ run() {  # NAME TIMEOUT ARGS...
 run main 600 -m apsw.tests
 grep -q '^OK' "$d/main.out" || fail=1
 run stock-legacy-sub 30 -m gilshim --no-shim --subinterpreter=legacy -m apsw.tests
-[ "$rc" = 124 ] || { echo "run-apsw: stock in a sub-interpreter no longer deadlocks: update docs/python.md"; fail=1; }
+# Killed by the timeout after reaching apsw.initialize() (the header is
+# printed before it), with no test run.
+[ "$rc" = 124 ] && grep -q '^SQLite headers version' "$d/stock-legacy-sub.out" && [ -z "$ran" ] ||
+    { echo "run-apsw: stock in a sub-interpreter no longer deadlocks in apsw.initialize(): update docs/python.md"; fail=1; }
 run gilshim-legacy-sub 600 -m gilshim --subinterpreter=legacy -m apsw.tests
 [ "$ran" = 101 ] && [ "$rc" = 1 ] && [ "$(grep -cE '^(FAIL|ERROR): ' "$d/gilshim-legacy-sub.out")" = 1 ] &&
     grep -q '^FAIL: testzzForkChecker' "$d/gilshim-legacy-sub.out" || { cat "$d/gilshim-legacy-sub.out"; fail=1; }
