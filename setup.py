@@ -45,6 +45,11 @@ class Build(build_py):
                             script, flags=re.M)
         if (n, m, k) != (1, 1, 1):
             raise SystemExit("setup.py: tools/inject.sh no longer has its me=, version=, installed= lines")
+        # `gilshim report` (inject.sh looks for it beside itself), once the
+        # tree has it.
+        report = os.path.join(TOP, "tools", "gilshim_report.py")
+        if os.path.exists(report):
+            self.copy_file(report, os.path.join(pkg, "gilshim_report.py"))
         out = os.path.join(pkg, "gilshim.sh")
         with open(out, "w") as f:
             f.write(script)

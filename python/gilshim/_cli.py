@@ -112,6 +112,8 @@ def parse(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:  # gilshim.sh's own subcommand, where it has one
+        _sh(argv)
     parsed = parse(argv)
     if isinstance(parsed, int):
         return parsed
