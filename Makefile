@@ -24,7 +24,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 server check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 server python check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -140,6 +140,16 @@ server: $(LIB)
 	tests/run-server.sh
 	$(SID) tests/run-server.sh
 
+# The wheel (pyproject.toml, setup.py, python/): built offline with
+# python3 -m build --no-isolation, its platform tag checked against the
+# library's glibc symbol versions, installed with pip --no-index into a
+# fresh venv of every CPython and tested there: the command, python -m
+# gilshim, the sub-interpreter runner, and the pytest plugin on
+# examples/pytest_callback (python/tests/run.sh, docs/python.md).
+python: $(LIB)
+	python/tests/run.sh
+	$(SID) sh -c 'python/tests/run.sh build/python/dist/gilshim-*.whl'
+
 check: $(LIB) $(BUILD)/gilshim
 	tests/check-exports.sh $(LIB)
 	tests/check-inert.sh $(LIB)
@@ -167,6 +177,7 @@ test: tools/deps.sh
 	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
 	$(MAKE) server
+	$(MAKE) python
 	@echo "make test: all tiers passed"
 
 demo: tools/deps.sh

@@ -90,9 +90,10 @@ case ${1:-test} in
           # Debian 12's CPython debug build (the debug tier); a real server
           # (Apache + mod_wsgi); Debian 12's own apsw, whose API predates
           # the names sid's apsw uses; pytest, build and venv for the wheel
-          # and the pytest plugin; qemu-user and a cross compiler for arm64
+          # and the pytest plugin (exceptiongroup: that pytest on pyenv's
+          # 3.9/3.10); qemu-user and a cross compiler for arm64
           for p in python3.11-dbg libpython3.11-dbg apache2 libapache2-mod-wsgi-py3 python3-apsw \
-                   python3-pytest python3-build python3-venv python3-setuptools python3-wheel python3-pip \
+                   python3-pytest python3-exceptiongroup python3-build python3-venv python3-setuptools python3-wheel python3-pip \
                    qemu-user-static gcc-aarch64-linux-gnu; do
               have_pkg $p || need="$need $p"
           done ;;
