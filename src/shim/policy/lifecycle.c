@@ -25,9 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 _Atomic int gs_finalizing;
+_Atomic pid_t gs_finalizer_tid;
 static _Atomic uint64_t g_atexit_generation;
 static _Atomic uint64_t g_atexit_ok;  /* generation whose runtime_exit is registered */
 _Atomic uint64_t gs_hooks_armed;
@@ -422,6 +424,7 @@ static void exit_hook_freed(PyObject *capsule)
             py.ThreadState_DeleteCurrent();
             py.RestoreThread(back);
         }
+        atomic_store(&gs_finalizer_tid, (pid_t)syscall(SYS_gettid));
         atomic_store(&gs_finalizing, 1);
         gs_fast_refresh();
         for (size_t i = 0; i < o.n; i++)
@@ -449,6 +452,7 @@ static void runtime_exit(void)
     atomic_store(&g_after_fini, 1);
     atomic_store(&gs_tss_key_state, 0);
     atomic_store(&gs_finalizing, 0);
+    atomic_store(&gs_finalizer_tid, 0);
     gs_fast_refresh();
 }
 

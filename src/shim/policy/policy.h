@@ -14,6 +14,7 @@
 #include "../../registry/registry.h"
 #include "../base/base.h"
 #include "../port/cpython.h"
+#include <unistd.h>
 
 /* --- a mode other than route, as a strategy (modes/), installed once by
  * the entry layer at load; the engine's general paths call it in that
@@ -184,6 +185,18 @@ GS_HIDDEN extern _Atomic int gs_finalizing;
 static inline int gs_runtime_finalizing(void)
 {
     return atomic_load_explicit(&gs_finalizing, memory_order_acquire);
+}
+/* The thread that runs Py_FinalizeEx (its tid, noted by main's exit hook;
+ * 0 until then, and the process's main thread is taken, where Python's own
+ * main finalizes). It alone may attach once the runtime finalizes: CPython
+ * serves its re-attach of a state it released (tstate_must_exit), so stock
+ * serves a callback from inside its GIL-released calls, such as a library's
+ * close() under the last garbage collection. */
+GS_HIDDEN extern _Atomic pid_t gs_finalizer_tid;
+static inline int gs_is_finalizer(const struct gs_thread *t)
+{
+    pid_t f = atomic_load_explicit(&gs_finalizer_tid, memory_order_relaxed);
+    return t->tid == (f ? f : getpid());
 }
 /* Called attached to in: make sure in's exit hook is registered. */
 GS_HIDDEN void gs_place_exit_hook(struct gs_interp *in);

@@ -174,6 +174,14 @@ static void no_runtime(const void *caller)
                  caller);
 }
 
+/* While the runtime finalizes, the thread that finalizes it calls back
+ * from inside a call that released the GIL. */
+static int finalizer_released(void)
+{
+    struct gs_thread *t = gs_thread_peek();
+    return t && gs_released_top(t) && py.IsFinalizing() && gs_is_finalizer(t);
+}
+
 /* Out of line, so that the fast paths below stay lean. */
 __attribute__((noinline)) static int ensure_general(const void *caller)
 {
@@ -198,8 +206,9 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
         return ORIGINAL(GILState_Ensure, "PyGILState_Ensure")();
     }
     /* Py_FinalizeEx clears "initialized" before it runs finalizers and
-     * clears modules: a thread attached then is still nesting. */
-    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached())
+     * clears modules: a thread attached then is still nesting, and the
+     * finalizing thread inside a GIL-released call re-attaches (rule 2). */
+    if (__builtin_expect(!py.IsInitialized(), 0) && !gs_py_attached() && !finalizer_released())
         no_runtime(caller);
     if (__builtin_expect(!atomic_load_explicit(&g_runtime_seen, memory_order_relaxed), 0))
         atomic_store_explicit(&g_runtime_seen, 1, memory_order_relaxed);
@@ -234,7 +243,7 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     }
     f->returned = GS_PyGILState_UNLOCKED;
     if (route.rule == GS_RULE_RELEASED) {
-        if (gs_runtime_finalizing()) {
+        if ((gs_runtime_finalizing() || py.IsFinalizing()) && !gs_is_finalizer(self)) {
             gs_frame_pop(self);
             gs_fail_safe("PyGILState_Ensure while the runtime finalizes", caller);
         }
