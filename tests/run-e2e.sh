@@ -262,23 +262,12 @@ for cfg in $PYTHONS; do
             # 3.12+ reads lines with stdio, not GNU readline, outside the
             # main interpreter: no completer runs there, stock or shim
             [ $c = readline-completer ] && [ $place = sub ] && [ $minor -ge 12 ] && want=none
-            # 3.9-3.11: a library thread that outlives the callback (a pool's
-            # worker) keeps its cached state in the sub-interpreter, where
-            # _xxsubinterpreters.destroy refuses an interpreter with more than
-            # one thread state; at exit its last id reference ends it with that
-            # state as current, and CPython aborts. Known limit: reported
-            case $c in ctypes-pool|gi-task) [ $place = sub ] && [ $minor -le 11 ] && want=limit ;; esac
             if [ $place = main ]; then
                 expect "stock   $c in main" "main" "${stock#*: }" stock
             else
                 printf '  info %-32s stock: %s\n' "stock   $c in a sub" "${stock#*: }"
             fi
-            if [ $want = limit ]; then
-                printf '  info %-32s gilshim: %s (known limit on 3.9-3.11)\n' "gilshim $c in a sub" \
-                    "${shim#*: }"
-            else
-                expect "gilshim $c in $place" "$want" "${shim#*: }" shim
-            fi
+            expect "gilshim $c in $place" "$want" "${shim#*: }" shim
             # nothing to report for a correct client: for cffi nothing at
             # all on stderr (its pinning Ensure once drew a warning and
             # left the GIL held), for the others no line of gilshim's
@@ -292,6 +281,14 @@ for cfg in $PYTHONS; do
                             expect "--diagnose $c in main: stderr" "empty" \
                                 "$([ -s "$logs/diag.err" ] && head -c 200 "$logs/diag.err" | tr '\n' ' ' || echo empty)" diag
                         fi ;;
+                # 3.9-3.11: GLib's pool thread drops the task's Python
+                # references after the sub-interpreter is destroyed, by an
+                # Ensure that stock runs in main on the ended interpreter's
+                # objects; gilshim refuses it with its warning (sometimes:
+                # the drop races the destroy). Nothing else may be said.
+                gi-task) expect "gilshim $c in $place: messages" "0" \
+                             "$(grep 'gilshim\[' "$err" | if [ $place = sub ] && [ $minor -le 11 ]; then
+                                    grep -vc 'PyGILState_Ensure for an interpreter that has ended'; else grep -c .; fi || true)" shim ;;
                 *) expect "gilshim $c in $place: messages" "0" "$(grep -c 'gilshim\[' "$err" || true)" shim ;;
             esac
         done
