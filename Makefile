@@ -36,8 +36,14 @@ $(BUILD)/test_registry: tests/unit/test_registry.c $(REGISTRY_SRC) src/registry/
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -pthread $(WARN) $(CFLAGS) -Isrc $< $(REGISTRY_SRC) -o $@ -lcriterion
 
-unit: $(BUILD)/test_registry
+# The port's pure functions (version strings), the same way.
+$(BUILD)/test_port: tests/unit/test_port.c src/shim/port/versions.c src/shim/port/versions.h
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 $(WARN) $(CFLAGS) $< src/shim/port/versions.c -o $@ -lcriterion
+
+unit: $(BUILD)/test_registry $(BUILD)/test_port
 	$(BUILD)/test_registry --jobs 2
+	$(BUILD)/test_port --jobs 2
 
 # Every tier runs on the host's CPythons (pyenv's 3.9-3.13, Debian's 3.11),
 # then inside the Debian sid root on 3.14 and 3.15 (tests/sid.sh;

@@ -271,7 +271,7 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
                          0))
         return ensure_general(v, __builtin_return_address(0));
     struct gs_frame *f = gs_row_attach(self, r, depth, gs_frame_tag(GS_FRAME_ROW, 0, 1),
-                                       __builtin_return_address(0));
+                                       __builtin_return_address(0), 0);
     if (__builtin_expect(!f, 0))
         return ensure_general(v, __builtin_return_address(0));
     tl_error = GILSHIM_OK;
@@ -290,7 +290,7 @@ GS_EXPORT void gilshim_release(gilshim_token *token)
                          1)) {
         self->depth = top;
         tl_error = GILSHIM_OK;
-        gs_row_release(f->row);
+        gs_row_release(self, f->row);
         return;
     }
     release_general(token, __builtin_return_address(0));
