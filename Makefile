@@ -22,7 +22,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test bench unit debug embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -108,6 +108,18 @@ bench: $(LIB)
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2 VALGRIND_SID_PYTHONS=/usr/bin/python3.14-config
 
+# CPython's debug builds (--with-pydebug, its own asserts on): the tiers in
+# short form on python3.11d here and 3.13d-3.15d in sid (tests/run-debug.sh),
+# then the release builds' key e2e programs under -X dev and
+# PYTHONMALLOC=debug (tests/run-e2e-key.sh). No CPython assertion or fatal
+# error that stock does not also give.
+DEV_E2E := KEY_SET=short KEY_PYFLAGS="-X dev" KEY_ENV=PYTHONMALLOC=debug KEY_LABEL="e2e -X dev"
+debug: $(LIB)
+	tests/run-debug.sh
+	$(SID) tests/run-debug.sh
+	$(DEV_E2E) tests/run-e2e-key.sh
+	$(DEV_E2E) $(SID) tests/run-e2e-key.sh
+
 # CPython's own regression suites (test_threading, test_capi, the
 # sub-interpreter suites...) stock and with the shim preloaded, compared test
 # by test (tests/run-conformance.sh). CONFORMANCE=full: every suite, about
@@ -159,6 +171,7 @@ test: tools/deps.sh
 	$(MAKE) all
 	$(MAKE) check unit model embed lifecycle faults e2e legacy pep788
 	$(MAKE) conformance-ci
+	$(MAKE) debug
 	$(MAKE) stress STRESS_SECONDS=1
 	@echo "make test: all tiers passed"
 

@@ -178,6 +178,16 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         f->prev = py.SaveThread();
         f->tstate = held;
         py.RestoreThread(held);
+    } else if (att && (held = gs_tss_get()) && held != att &&
+               py.ThreadState_GetInterpreter(held) == in->ptr) {
+        /* the thread's own state there, the one CPython has bound to it
+         * (3.9-3.11; 3.12+ binds the attached one): a second state of one
+         * interpreter on one thread is fatal on their debug builds
+         * (_PyThreadState_Swap: "Invalid thread state for this thread") */
+        f->kind = GS_FRAME_SWITCH;
+        f->prev = py.SaveThread();
+        f->tstate = held;
+        py.RestoreThread(held);
     } else if (att) {
         PyThreadState *prev = py.SaveThread();
         struct gs_row *r = gs_row_acquire(self, in, &err, NULL);

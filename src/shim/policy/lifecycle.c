@@ -437,10 +437,10 @@ static void reap_thread(struct gs_thread *t)
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
-        /* bound first, as the fast paths do: a state cffi has already
-         * cleared is attached here only to be deleted, and CPython's own
-         * binding of it asserts that it is alive (debug builds) */
-        gs_gilstate_bind(t->tss_slot, r->tstate, 0);
+        /* bound first (port): a state cffi has already cleared is
+         * attached here only to be deleted, and CPython's own binding of
+         * it asserts that it is alive (debug builds) */
+        gs_bind_to_delete(t->tss_slot, r->tstate);
         py.RestoreThread(r->tstate);
         /* unless cleared meanwhile by a PyThreadState_Delete caller
          * (find_deleted): clearing twice asserts on debug builds */

@@ -215,6 +215,20 @@ void gs_gilstate_rebind_foreign(void *const *slot, PyThreadState *t)
         __atomic_fetch_or(gs_status_word(t), py.bound_gilstate_mask, __ATOMIC_RELAXED);
 }
 
+void gs_bind_to_delete(void *const *slot, PyThreadState *t)
+{
+    if (py.gilstate_follows) {
+        gs_gilstate_bind(slot, t, 0);
+        return;
+    }
+    /* <= 3.11: glibc may have emptied the slot already (thread exit runs
+     * the key destructors in turn); a debug build's allocator then finds
+     * no GIL (PyGILState_Check) as the state is cleared. Deleting it as
+     * the current state empties the slot again. */
+    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1 && !gs_tss_read())
+        gs_tss_write(t);
+}
+
 void gs_gilstate_unbind_slow(PyThreadState *t)
 {
     if (__builtin_expect(atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 0, 0))

@@ -213,6 +213,10 @@ static inline void gs_gilstate_unbind(void *const *slot, PyThreadState *t)
     }
 }
 
+/* Before the calling thread attaches its row state t only to delete it
+ * (thread exit): bound as CPython's deletion expects (every version). */
+GS_HIDDEN void gs_bind_to_delete(void *const *slot, PyThreadState *t);
+
 /* Called attached to t, a row state just made and attached: check the
  * row's _status facts on it, once (binding.c). */
 GS_HIDDEN void gs_learn_gilstate_flag(PyThreadState *t);
