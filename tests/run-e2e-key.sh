@@ -50,7 +50,7 @@ one() {
         fail=$((fail + 1))
         printf '  FAIL %-34s want %s got %s\n' "$what" "$want" "$got"
         [ -z "$new" ] || printf '%s\n' "$new" | head -5 | sed 's/^/         gilshim only: /'
-        [ -s "$tmp/shim.err" ] && head -c 600 "$tmp/shim.err" | sed 's/^/         stderr: /'
+        if [ -s "$tmp/shim.err" ]; then head -c 600 "$tmp/shim.err" | sed 's/^/         stderr: /'; fi
     fi
 }
 
@@ -70,7 +70,11 @@ for cfg in $PYTHONS; do
     for s in $probes; do
         one "probe $s (sub)" sub tests/e2e/probe.py $s "$lib"
     done
-    "$py" -c 'import cffi' 2>/dev/null && clients="$clients $cffi"
+    if "$py" -c 'import cffi, _cffi_backend' 2>/dev/null; then
+        clients="$clients $cffi"
+    else
+        echo "  skip cffi-*: cffi is not installed for this CPython"
+    fi
     for c in $clients; do
         for place in main sub; do
             # 3.9-3.11: a pool's worker keeps its state in the sub, which
