@@ -13,7 +13,10 @@
 # valgrind, conformance on DEBUG_CONFORMANCE_TESTS (test_capi's thread-state
 # and sub-interpreter parts, test_threading, test_atexit and the interpreter
 # suites of the ci subset), e2e as its key programs (tests/run-e2e-key.sh,
-# which compares each run's stderr with stock's).
+# which compares each run's stderr with stock's). e2e, legacy and
+# conformance run on every debug build; the embedding tiers (embed,
+# lifecycle, pep788, faults, stress), which compile a program per CPython,
+# on the newest one of each place (3.11d, 3.15d) unless DEBUG_ALL=1.
 # Each tier judges stock against gilshim as it always does; then every
 # CPython assertion failure and "Fatal Python error" line in the tier's
 # output that does not come from a stock process fails it too (stock's own
@@ -35,19 +38,22 @@ tiers=${*:-embed lifecycle e2e legacy pep788 faults stress conformance}
 : "${DEBUG_STRESS_SECONDS:=1}"
 : "${DEBUG_CONFORMANCE_TESTS:=test_capi test_threading test_atexit test__xxsubinterpreters test__interpreters test_interpreters}"
 echo "run-debug ($where): $(for c in $PYTHONS; do basename "${c%-config}"; done | paste -sd' ')"
+newest=
+for cfg in $PYTHONS; do newest=$cfg; done
+[ "${DEBUG_ALL:-0}" = 1 ] || embedding="GILSHIM_PYTHONS=$newest"
 status=0
 for tier in $tiers; do
     log=$out/$tier.log
     start=$(date +%s)
     rc=0
     case $tier in
-        embed) tests/run-embed.sh >"$log" 2>&1 || rc=$? ;;
-        lifecycle) tests/run-lifecycle.sh >"$log" 2>&1 || rc=$? ;;
+        embed) env ${embedding:-} tests/run-embed.sh >"$log" 2>&1 || rc=$? ;;
+        lifecycle) env ${embedding:-} tests/run-lifecycle.sh >"$log" 2>&1 || rc=$? ;;
         e2e) tests/run-e2e-key.sh >"$log" 2>&1 || rc=$? ;;
         legacy) tests/run-legacy.sh >"$log" 2>&1 || rc=$? ;;
-        pep788) tests/run-pep788.sh >"$log" 2>&1 || rc=$? ;;
-        faults) FAULTS_VALGRIND=0 tests/run-faults.sh >"$log" 2>&1 || rc=$? ;;
-        stress) tests/run-stress.sh plain "$DEBUG_STRESS_SECONDS" >"$log" 2>&1 || rc=$? ;;
+        pep788) env ${embedding:-} tests/run-pep788.sh >"$log" 2>&1 || rc=$? ;;
+        faults) env ${embedding:-} FAULTS_VALGRIND=0 tests/run-faults.sh >"$log" 2>&1 || rc=$? ;;
+        stress) env ${embedding:-} tests/run-stress.sh plain "$DEBUG_STRESS_SECONDS" >"$log" 2>&1 || rc=$? ;;
         conformance)
             CONFORMANCE_TESTS=$DEBUG_CONFORMANCE_TESTS CONFORMANCE_OUT=$out/conformance \
                 tests/run-conformance.sh ci >"$log" 2>&1 || rc=$?
