@@ -10,13 +10,14 @@
 # Tiers: embed lifecycle e2e legacy pep788 faults stress conformance (the
 # default is all of them). Debug builds are several times slower, so this is
 # the short form of each: stress for DEBUG_STRESS_SECONDS (1), faults without
-# valgrind, conformance on DEBUG_CONFORMANCE_TESTS (test_capi's thread-state
-# and sub-interpreter parts, test_threading, test_atexit and the interpreter
-# suites of the ci subset), e2e as its key programs (tests/run-e2e-key.sh,
-# which compares each run's stderr with stock's). e2e, legacy and
-# conformance run on every debug build; the embedding tiers (embed,
-# lifecycle, pep788, faults, stress), which compile a program per CPython,
-# on the newest one of each place (3.11d, 3.15d) unless DEBUG_ALL=1.
+# valgrind, conformance-ci on DEBUG_CONFORMANCE_TESTS (test_capi's
+# thread-state, pending-call and sub-interpreter parts, and test_atexit;
+# test_threading and the interpreter suites take a quarter of an hour on a
+# debug build), e2e as its key programs (tests/run-e2e-key.sh, which
+# compares each run's stderr with stock's). e2e and legacy run on every
+# debug build; the tiers that compile a program per CPython or run
+# CPython's suites (embed, lifecycle, pep788, faults, stress, conformance)
+# on the newest of each place (3.11d, 3.15d) unless DEBUG_ALL=1.
 # Each tier judges stock against gilshim as it always does; then every
 # CPython assertion failure and "Fatal Python error" line in the tier's
 # output that does not come from a stock process fails it too (stock's own
@@ -36,7 +37,7 @@ out=build/debug-$where
 mkdir -p "$out"
 tiers=${*:-embed lifecycle e2e legacy pep788 faults stress conformance}
 : "${DEBUG_STRESS_SECONDS:=1}"
-: "${DEBUG_CONFORMANCE_TESTS:=test_capi test_threading test_atexit test__xxsubinterpreters test__interpreters test_interpreters}"
+: "${DEBUG_CONFORMANCE_TESTS:=test_capi test_atexit}"
 echo "run-debug ($where): $(for c in $PYTHONS; do basename "${c%-config}"; done | paste -sd' ')"
 newest=
 for cfg in $PYTHONS; do newest=$cfg; done
@@ -55,7 +56,7 @@ for tier in $tiers; do
         faults) env ${embedding:-} FAULTS_VALGRIND=0 tests/run-faults.sh >"$log" 2>&1 || rc=$? ;;
         stress) env ${embedding:-} tests/run-stress.sh plain "$DEBUG_STRESS_SECONDS" >"$log" 2>&1 || rc=$? ;;
         conformance)
-            CONFORMANCE_TESTS=$DEBUG_CONFORMANCE_TESTS CONFORMANCE_OUT=$out/conformance \
+            env ${embedding:-} CONFORMANCE_TESTS="$DEBUG_CONFORMANCE_TESTS" CONFORMANCE_OUT=$out/conformance \
                 tests/run-conformance.sh ci >"$log" 2>&1 || rc=$?
             # regrtest's own logs, stock's and gilshim's apart
             for f in $(find "$out/conformance" -type f -path '*shim*' 2>/dev/null); do
