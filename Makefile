@@ -24,7 +24,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 server python check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test bench unit debug embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 server python check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -38,8 +38,14 @@ $(BUILD)/test_registry: tests/unit/test_registry.c $(REGISTRY_SRC) src/registry/
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 -pthread $(WARN) $(CFLAGS) -Isrc $< $(REGISTRY_SRC) -o $@ -lcriterion
 
-unit: $(BUILD)/test_registry
+# The port's pure functions (version strings), the same way.
+$(BUILD)/test_port: tests/unit/test_port.c src/shim/port/versions.c src/shim/port/versions.h
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 $(WARN) $(CFLAGS) $< src/shim/port/versions.c -o $@ -lcriterion
+
+unit: $(BUILD)/test_registry $(BUILD)/test_port
 	$(BUILD)/test_registry --jobs 2
+	$(BUILD)/test_port --jobs 2
 
 # Every tier runs on the host's CPythons (pyenv's 3.9-3.13, Debian's 3.11),
 # then inside the Debian sid root on 3.14 and 3.15 (tests/sid.sh;
@@ -99,6 +105,18 @@ bench: $(LIB)
 # All four, briefly, on every version: what CI runs after make test.
 sanitize:
 	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
+
+# CPython's debug builds (--with-pydebug, its own asserts on): the tiers in
+# short form on python3.11d here and 3.13d-3.15d in sid (tests/run-debug.sh),
+# then the release builds' key e2e programs under -X dev and
+# PYTHONMALLOC=debug (tests/run-e2e-key.sh). No CPython assertion or fatal
+# error that stock does not also give.
+DEV_E2E := KEY_SET=short KEY_PYFLAGS="-X dev" KEY_ENV=PYTHONMALLOC=debug KEY_LABEL="e2e -X dev"
+debug: $(LIB)
+	tests/run-debug.sh
+	$(SID) tests/run-debug.sh
+	$(DEV_E2E) tests/run-e2e-key.sh
+	$(DEV_E2E) $(SID) tests/run-e2e-key.sh
 
 # CPython's own regression suites (test_threading, test_capi, the
 # sub-interpreter suites...) stock and with the shim preloaded, compared test
@@ -181,7 +199,7 @@ TEST_TIERS := \
 	server \
 	embed \
 	stress \
-	check+legacy+pep788 \
+	check+legacy+pep788+debug \
 	unit \
 	model
 

@@ -4,9 +4,17 @@
 # Debian's python3.11; inside the sid root (tests/sid.sh) Debian's 3.14 and
 # 3.15, whose executables carry libpython and whose libpython3.1x.so the
 # embedding tests link. GILSHIM_PYTHONS (space-separated python3-config
-# paths) overrides the search.
+# paths) overrides the search. GILSHIM_DEBUG=1 picks the debug builds
+# instead (--with-pydebug, CPython's own asserts on): Debian's python3.11d on
+# the host, python3.13d/3.14d/3.15d in the sid root (make debug).
 if [ -n "${GILSHIM_PYTHONS:-}" ]; then
     PYTHONS=$GILSHIM_PYTHONS
+elif [ "${GILSHIM_DEBUG:-0}" = 1 ]; then
+    PYTHONS=
+    for minor in 11 13 14 15; do
+        [ -x /usr/bin/python3.${minor}d-config ] && [ -x /usr/bin/python3.${minor}d ] &&
+            PYTHONS="$PYTHONS /usr/bin/python3.${minor}d-config"
+    done
 elif [ -f /etc/gilshim-sid-root ]; then
     PYTHONS=
     for minor in 14 15; do
@@ -31,8 +39,9 @@ else
 fi
 
 # py_tag CONFIG: a name for build products of that CPython: "3.11", or
-# "3.11-system" for the distribution's, so that the two never collide.
+# "3.11-system" for the distribution's, so that the two never collide; a
+# debug build's is "3.11d-system".
 py_tag() {
-    _v=$("${1%-config}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    _v=$("${1%-config}" -c 'import sys; print("%d.%d%s" % (sys.version_info[:2] + ("d" if hasattr(sys, "gettotalrefcount") else "",)))')
     case $1 in /usr/*) echo "$_v-system" ;; *) echo "$_v" ;; esac
 }

@@ -22,7 +22,8 @@ for cfg in $PYTHONS; do
         -Lbuild -Wl,-rpath,"$PWD/build" -lgilshim $libs
     echo "== lifecycle tests, CPython $tag"
     minor=$(${cfg%-config} -c 'import sys; print(sys.version_info[1])')
-    GILSHIM_SCENARIOS=build/scenario-%s-$tag GILSHIM_PY_MINOR=$minor \
+    case $tag in *d|*d-system) debug=1 ;; *) debug=0 ;; esac
+    GILSHIM_SCENARIOS=build/scenario-%s-$tag GILSHIM_PY_MINOR=$minor GILSHIM_PY_DEBUG=$debug \
         build/test_lifecycle --jobs 2 || status=1
     # a sub destroyed under a library thread; a daemon thread through the end
     tests/lifecycle/programs.sh "${cfg%-config}" "${GILSHIM_QUIET_RUNS:-50}" || status=1

@@ -132,6 +132,10 @@ v = sys.version_info[:2]
 if v < (3, 9) or v > (3, 15):
     sys.stderr.write("%s: CPython %d.%d is not supported (3.9-3.15)\n" % (me, v[0], v[1]))
     sys.exit(3)
+if "free-threading build" in sys.version.split("(")[0]:
+    sys.stderr.write("%s: CPython %d.%d free-threading build is not supported (GIL builds only)\n"
+                     % (me, v[0], v[1]))
+    sys.exit(3)
 import ctypes
 lib = ctypes.CDLL(None)
 try:

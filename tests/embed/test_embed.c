@@ -759,6 +759,14 @@ Test(embed, port_row_matches_headers)
     cr_assert(row->gilstate_follows);
     cr_assert_not(row->exc_is_type);
     cr_assert_eq(row->exc_offset, (long)offsetof(PyThreadState, current_exception));
+    /* CPython's record of which state is in the gilstate slot */
+    cr_assert_eq(row->status_offset, (long)offsetof(PyThreadState, _status));
+    PyThreadState blank;
+    unsigned word;
+    memset(&blank, 0, sizeof blank);
+    blank._status.bound_gilstate = 1;
+    memcpy(&word, (char *)&blank + row->status_offset, sizeof word);
+    cr_assert_eq(row->bound_gilstate_mask, word);
 #endif
     cr_assert_eq(row->gilstate_counter_offset, (long)offsetof(PyThreadState, gilstate_counter));
     /* gh-87135: a late PyGILState_Ensure hangs from 3.14 on */

@@ -178,6 +178,16 @@ __attribute__((noinline)) static gilshim_token *ensure_general(gilshim_view v, c
         f->prev = py.SaveThread();
         f->tstate = held;
         py.RestoreThread(held);
+    } else if (att && (held = gs_tss_get()) && held != att &&
+               py.ThreadState_GetInterpreter(held) == in->ptr) {
+        /* the thread's own state there, the one CPython has bound to it
+         * (3.9-3.11; 3.12+ binds the attached one): a second state of one
+         * interpreter on one thread is fatal on their debug builds
+         * (_PyThreadState_Swap: "Invalid thread state for this thread") */
+        f->kind = GS_FRAME_SWITCH;
+        f->prev = py.SaveThread();
+        f->tstate = held;
+        py.RestoreThread(held);
     } else if (att) {
         PyThreadState *prev = py.SaveThread();
         struct gs_row *r = gs_row_acquire(self, in, &err, NULL);
@@ -271,7 +281,7 @@ GS_EXPORT gilshim_token *gilshim_ensure(gilshim_view v)
                          0))
         return ensure_general(v, __builtin_return_address(0));
     struct gs_frame *f = gs_row_attach(self, r, depth, gs_frame_tag(GS_FRAME_ROW, 0, 1),
-                                       __builtin_return_address(0));
+                                       __builtin_return_address(0), 0);
     if (__builtin_expect(!f, 0))
         return ensure_general(v, __builtin_return_address(0));
     tl_error = GILSHIM_OK;
@@ -290,7 +300,7 @@ GS_EXPORT void gilshim_release(gilshim_token *token)
                          1)) {
         self->depth = top;
         tl_error = GILSHIM_OK;
-        gs_row_release(f->row);
+        gs_row_release(self, f->row);
         return;
     }
     release_general(token, __builtin_return_address(0));

@@ -159,6 +159,13 @@ static int find_deleted(struct gs_thread *owner, struct gs_row *r, void *arg)
     if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD)) {
         d->ours = 1;
         atomic_store(&owner->stale_tss, d->t);
+    } else {
+        /* Its owner is reaping it. The caller has cleared it, as CPython
+         * requires before a delete: the reaper must not clear it again
+         * (it reads the mailbox), and that clear may have undone the
+         * reaper's binding of it. */
+        atomic_store(&owner->stale_tss, d->t);
+        gs_gilstate_rebind_foreign(owner->tss_slot, d->t);
     }
     return 1;
 }
@@ -598,8 +605,15 @@ static void reap_thread(struct gs_thread *t)
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
+        /* bound first (port): a state cffi has already cleared is
+         * attached here only to be deleted, and CPython's own binding of
+         * it asserts that it is alive (debug builds) */
+        gs_bind_to_delete(t->tss_slot, r->tstate);
         py.RestoreThread(r->tstate);
-        py.ThreadState_Clear(r->tstate);
+        /* unless cleared meanwhile by a PyThreadState_Delete caller
+         * (find_deleted): clearing twice asserts on debug builds */
+        if (atomic_load(&t->stale_tss) != r->tstate)
+            py.ThreadState_Clear(r->tstate);
         py.ThreadState_DeleteCurrent();
         atomic_store(&r->state, GS_ROW_DEAD);
     }

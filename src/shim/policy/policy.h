@@ -77,29 +77,20 @@ enum gs_tss_note {
      * only while it is empty and empties it only when the bound state is
      * deleted, so it keeps holding it while the row lives. */
     TSS_HOLDS = 1,
-    /* 3.12+: the shim has emptied the slot once. CPython rebinds a state
-     * only after it unbound it itself, which it does when deleting it. */
-    TSS_EMPTIED = 2,
 };
 
 /* The outermost Release of a row: detach it, then it goes back to IDLE.
  * Stock destroys the thread state here, and with it any exception the
  * callback left set; a reused one must not carry it over. */
-static inline void gs_row_release(struct gs_row *r)
+static inline void gs_row_release(struct gs_thread *self, struct gs_row *r)
 {
     if (gs_py_exception(r->tstate))
         py.Err_Clear();
-    if (__builtin_expect(r->tss_note == TSS_UNKNOWN, 0) && py.port->gilstate_follows) {
-        /* 3.12+ binds the gilstate TSS slot to the last attached tstate
-         * and, on the next attach, writes through the old binding. An idle
-         * row may be deleted by an interpreter end at any moment: unbind
-         * it, once detached. */
-        py.SaveThread();
-        gs_unbind_tss(r->tstate);
-        r->tss_note = TSS_EMPTIED;
-    } else {
-        py.SaveThread();
-    }
+    py.SaveThread();
+    /* 3.12+: an idle row's state is unbound from the gilstate slot
+     * (port/cpython.h), once detached. */
+    if (py.gilstate_follows)
+        gs_gilstate_unbind(self->tss_slot, r->tstate);
     /* Only now: drop_gil reads the interpreter (<= 3.12) or the state
      * (3.13) after unlocking the GIL (CPython gh-104341), so no one may
      * claim the row before SaveThread returns. Nothing else follows the
@@ -113,7 +104,7 @@ static inline void gs_row_release(struct gs_row *r)
  * state. NULL, with nothing changed, if the row cannot be claimed. */
 static inline __attribute__((always_inline)) struct gs_frame *
 gs_row_attach(struct gs_thread *self, struct gs_row *r, size_t depth, uint32_t tag,
-              const void *caller)
+              const void *caller, int slot_empty)
 {
     int idle = GS_ROW_IDLE;
     if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
@@ -128,6 +119,7 @@ gs_row_attach(struct gs_thread *self, struct gs_row *r, size_t depth, uint32_t t
     f->row = r;
     f->caller = caller;
     self->depth = depth + 1;
+    gs_gilstate_bind(self->tss_slot, r->tstate, slot_empty);
     py.RestoreThread(r->tstate);
     return f;
 }

@@ -108,6 +108,7 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
         py.RestoreThread(t);
         gs_learn_current(self, t);
         gs_learn_exception(t);
+        gs_learn_gilstate_flag(t);
         gs_log(GS_LOG_DEBUG, "new thread state %p for interpreter %lld", (void *)t,
                (long long)in->id);
         if (!in->hook_registered)
@@ -366,7 +367,7 @@ void gs_frame_undo(struct gs_thread *self, struct gs_frame *f)
     case GS_FRAME_ROW:
     case GS_FRAME_SWITCH:
         if (row)
-            gs_row_release(row);
+            gs_row_release(self, row);
         else  /* SWITCH back to a state a lower frame holds: it keeps the row */
             py.SaveThread();
         /* detached, and before anything else is attached here */
@@ -438,11 +439,11 @@ __attribute__((noinline)) static void release_general(int oldstate, const void *
  * last is a tail call, so that the common case saves no registers. */
 static inline __attribute__((always_inline)) int ensure_row(struct gs_thread *self,
                                                             struct gs_row *r, size_t depth,
-                                                            const void *caller)
+                                                            const void *caller, int slot_empty)
 {
     if (__builtin_expect(!gs_row_attach(self, r, depth,
                                         gs_frame_tag(GS_FRAME_ROW, GS_PyGILState_UNLOCKED, 0),
-                                        caller),
+                                        caller, slot_empty),
                          0))
         return ensure_general(caller);
     return GS_PyGILState_UNLOCKED;
@@ -468,7 +469,7 @@ __attribute__((noinline)) static int ensure_row_tss(const void *caller)
         return ensure_general(caller);
     if (bound && !py.port->gilstate_follows)
         r->tss_note = TSS_HOLDS;
-    return ensure_row(self, r, self->depth, caller);
+    return ensure_row(self, r, self->depth, caller, 0);
 }
 
 /* Rules 1-2 do not apply (nothing attached, no released region the shim
@@ -483,13 +484,15 @@ static inline __attribute__((always_inline)) int ensure_detached(struct gs_threa
                          self->nreleased /* overflow implies a full array */, 0))
         return ensure_general(caller);
     if (r->tss_note != TSS_HOLDS) {
-        /* the slot read in memory; any doubt, and ensure_row_tss reads it
-         * with pthread_getspecific */
-        void *const *slot = self->tss_slot, *bound;
-        if (!slot || ((bound = *slot) && bound != r->tstate))
+        /* the slot read in memory, empty while the row is idle on 3.12+
+         * (port/cpython.h); any doubt, and ensure_row_tss reads it with
+         * pthread_getspecific */
+        void *const *slot = self->tss_slot;
+        if (!slot || *slot)
             return ensure_row_tss(caller);
     }
-    return ensure_row(self, r, depth, caller);
+    /* empty, or (<= 3.11, TSS_HOLDS) nothing to bind */
+    return ensure_row(self, r, depth, caller, 1);
 }
 
 /* Something is attached: here (nest) or, on <= 3.11, where the
@@ -552,7 +555,7 @@ void gs_release(int oldstate, const void *caller)
             oldstate == GS_PyGILState_UNLOCKED && self->py_current &&
             gs_py_current(self->py_current) == t) {
             self->depth = top;
-            gs_row_release(f->row);
+            gs_row_release(self, f->row);
             return;
         }
         if (f->tag == gs_frame_tag(GS_FRAME_NESTED, GS_PyGILState_LOCKED, 0) &&

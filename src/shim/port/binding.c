@@ -190,14 +190,89 @@ void gs_learn_tss_slot(struct gs_thread *self)
         pthread_mutex_unlock(&lock);
     }
     void *const *slot;
+    /* Written again through glibc first: a thread that never set the key
+     * holds an old sequence number with it, and a value written in memory
+     * (gs_gilstate_bind) would read as NULL. */
+    pthread_setspecific(gs_tss_key, pthread_getspecific(gs_tss_key));
     if (s == 1 && (slot = slot_of(gs_tss_key)) && *slot == pthread_getspecific(gs_tss_key))
         self->tss_slot = slot;
+}
+
+void gs_gilstate_bind_slow(PyThreadState *t)
+{
+    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1 || gs_tss_read())
+        return;  /* CPython binds it as it attaches it */
+    gs_tss_write(t);
+    *gs_status_word(t) |= py.bound_gilstate_mask;
+}
+
+void gs_gilstate_rebind_foreign(void *const *slot, PyThreadState *t)
+{
+    /* The owner binds before it waits for the GIL; a clear under the GIL
+     * is a read-modify-write of the same word. Seen in the owner's slot,
+     * its own OR is done or still to come: either way the flag ends set. */
+    if (py.bound_gilstate_mask && slot && __atomic_load_n((void *const *)slot, __ATOMIC_ACQUIRE) == t)
+        __atomic_fetch_or(gs_status_word(t), py.bound_gilstate_mask, __ATOMIC_RELAXED);
+}
+
+void gs_bind_to_delete(void *const *slot, PyThreadState *t)
+{
+    if (py.gilstate_follows) {
+        gs_gilstate_bind(slot, t, 0);
+        return;
+    }
+    /* <= 3.11: glibc may have emptied the slot already (thread exit runs
+     * the key destructors in turn); a debug build's allocator then finds
+     * no GIL (PyGILState_Check) as the state is cleared. Deleting it as
+     * the current state empties the slot again. */
+    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1 && !gs_tss_read())
+        gs_tss_write(t);
+}
+
+void gs_gilstate_unbind_slow(PyThreadState *t)
+{
+    if (__builtin_expect(atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 0, 0))
+        gs_tss_get_slow();  /* t is detached and bound: the moment to find the slot */
+    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) != 1 || gs_tss_read() != (void *)t)
+        return;
+    gs_tss_write(NULL);
+    /* without the flag's place, the flag stays set (release builds ignore
+     * it; a debug build's next attach of t asserts) */
+    *gs_status_word(t) &= py.bound_gilstate_keep;
+}
+
+void gs_learn_gilstate_flag(PyThreadState *t)
+{
+    static _Atomic int checked;
+    const struct gs_port *row = py.port;
+    if (!row->bound_gilstate_mask || atomic_exchange(&checked, 1))
+        return;
+    unsigned w = *(const unsigned *)((const char *)t + row->status_offset);
+    /* Attached, fresh from PyThreadState_New: initialized, bound, not
+     * unbound, bound_gilstate, active, the first five flags of _status in
+     * 3.12-3.15; and the slot names it. */
+    if ((w & 0x1fu) == (0x13u | row->bound_gilstate_mask) && row->bound_gilstate_mask == 8 &&
+        gs_tss_get() == t) {
+        __atomic_store_n(&py.bound_gilstate_keep, ~row->bound_gilstate_mask, __ATOMIC_RELAXED);
+        __atomic_store_n(&py.bound_gilstate_mask, row->bound_gilstate_mask, __ATOMIC_RELEASE);
+    } else {
+        gs_log(GS_LOG_INFO, "a thread state's gilstate flag is not where expected (word %#x at "
+               "offset %ld); idle thread states keep it set (CPython's debug builds assert on that)",
+               w, row->status_offset);
+    }
 }
 
 void gs_delete_foreign_tstate(PyThreadState *t)
 {
     int have_key = atomic_load(&gs_tss_key_state) == 1;
     void *saved = have_key ? gs_tss_read() : NULL;
+    /* Still bound to its owner's slot (not an idle row's state, which is
+     * unbound): CPython would unbind it from *this* thread's slot, and a
+     * debug build asserts there. Its owner's slot is repaired through its
+     * stale_tss mailbox. */
+    unsigned m = py.bound_gilstate_mask;
+    if (m && (*gs_status_word(t) & m) && saved != (void *)t)
+        *gs_status_word(t) &= ~m;
     py.ThreadState_Clear(t);
     py.ThreadState_Delete(t);
     if (have_key && saved != (void *)t && gs_tss_read() != saved)

@@ -46,6 +46,13 @@ struct gs_py {
      * (3.12+), once checked on a live thread state; 0 until then or if
      * the check failed (gs_learn_exception) */
     long exc_offset;
+    /* 3.12+: where a state's _status.bound_gilstate is (port row), once
+     * checked on a live state (gs_learn_gilstate_flag); mask 0 until then
+     * or if the check failed */
+    long status_offset;
+    unsigned bound_gilstate_mask;
+    unsigned bound_gilstate_keep;  /* ~bound_gilstate_mask */
+    int gilstate_follows;          /* port->gilstate_follows, one load away */
     /* the originals of what the shim interposes */
     int (*GILState_Ensure)(void);
     void (*GILState_Release)(int);
@@ -152,17 +159,68 @@ struct gs_thread;
 GS_HIDDEN void gs_learn_tss_slot(struct gs_thread *self);
 GS_HIDDEN int gs_reads_tss_directly(void);
 
-/* Clear the calling thread's TSS slot if it holds t (detached). Where
- * the slot is not known yet, this is the moment to find it: t is detached
- * and bound (3.12+ binds the last attached state). */
-static inline void gs_unbind_tss(PyThreadState *t)
+/*
+ * 3.12+: CPython keeps two records of which state is in a thread's gilstate
+ * slot, the slot itself and the state's _status.bound_gilstate, and asserts
+ * in debug builds that they agree (tstate_activate, unbind_gilstate_tstate:
+ * docs/thread-states.md). A row's state is bound while attached, as
+ * CPython binds every state it activates, and unbound while idle: its
+ * interpreter's end may delete it from another thread at any moment, and
+ * deleting a bound state clears the *deleter's* slot, while binding another
+ * state writes through the old binding. slot is the thread's tss_slot
+ * (NULL if not readable in memory).
+ */
+static inline unsigned *gs_status_word(PyThreadState *t)
 {
-    if (__builtin_expect(atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 0, 0))
-        gs_tss_get_slow();
-    if (atomic_load_explicit(&gs_tss_key_state, memory_order_acquire) == 1 &&
-        gs_tss_read() == (void *)t)
-        gs_tss_write(NULL);
+    return (unsigned *)((char *)t + py.status_offset);
 }
+
+GS_HIDDEN void gs_gilstate_bind_slow(PyThreadState *t);
+/* t, this thread's row state about to be attached, into the slot, which
+ * the caller found empty (slot_empty) or is checked here: what
+ * tstate_activate would do, without its two TSS calls. */
+static inline __attribute__((always_inline)) void gs_gilstate_bind(void *const *slot,
+                                                                   PyThreadState *t,
+                                                                   int slot_empty)
+{
+    unsigned m = py.bound_gilstate_mask;
+    if (m && (slot_empty || (slot && !*slot))) {
+        *(void **)slot = t;  /* CPython's value of its key, glibc's copy: see binding.c */
+        /* the slot before the flag, for gs_gilstate_rebind_foreign (no
+         * instruction on x86-64) */
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        *gs_status_word(t) |= m;
+    } else if (m && !slot) {
+        gs_gilstate_bind_slow(t);
+    }
+}
+
+GS_HIDDEN void gs_gilstate_unbind_slow(PyThreadState *t);
+/* Another thread's row state t, which that thread has bound (its slot
+ * holds t) and which the caller, holding the GIL, has just seen cleared:
+ * set its flag again, should the clear have raced with that binding. */
+GS_HIDDEN void gs_gilstate_rebind_foreign(void *const *slot, PyThreadState *t);
+/* t, this thread's row state just detached at its outermost Release, out
+ * of the slot: what unbind_gilstate_tstate does when CPython deletes it. */
+static inline void gs_gilstate_unbind(void *const *slot, PyThreadState *t)
+{
+    if (__builtin_expect(slot && *slot == t, 1)) {
+        *(void **)slot = NULL;
+        /* mask 0 (the flag not found): a no-op on t's own _status word,
+         * which no other thread touches while the row is BUSY */
+        *gs_status_word(t) &= py.bound_gilstate_keep;
+    } else {
+        gs_gilstate_unbind_slow(t);
+    }
+}
+
+/* Before the calling thread attaches its row state t only to delete it
+ * (thread exit): bound as CPython's deletion expects (every version). */
+GS_HIDDEN void gs_bind_to_delete(void *const *slot, PyThreadState *t);
+
+/* Called attached to t, a row state just made and attached: check the
+ * row's _status facts on it, once (binding.c). */
+GS_HIDDEN void gs_learn_gilstate_flag(PyThreadState *t);
 
 /* Delete a tstate owned by another (idle) thread without disturbing the
  * calling thread's CPython TSS slot (the owner's is repaired through its

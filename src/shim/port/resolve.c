@@ -326,20 +326,29 @@ int gs_py_resolve(void)
     NEED(DecRef, "Py_DecRef");
     NEED(BuildValue, "Py_BuildValue");
 
-    int major = 0, minor = 0;
-    if (py.GetVersion && sscanf(py.GetVersion(), "%d.%d", &major, &minor) != 2 && !missing)
+    int major = 0, minor = 0, free_threaded = 0;
+    if (py.GetVersion && !gs_port_parse_version(py.GetVersion(), &major, &minor, &free_threaded) &&
+        !missing)
         missing = "Py_GetVersion()";
-    const struct gs_port *port = major == 3 ? gs_port_for(minor) : NULL;
+    const struct gs_port *port = major == 3 && !free_threaded ? gs_port_for(minor) : NULL;
     if (missing || !port) {
-        gs_log(GS_LOG_WARN, "CPython %d.%d%s%s: unsupported (gilshim knows 3.%d-3.%d), "
-               "passing calls through", major, minor, missing ? " lacks " : "",
-               missing ? missing : "", gs_port_oldest(), gs_port_newest());
+        if (free_threaded && !missing)
+            gs_log(GS_LOG_WARN, "CPython %d.%d free-threading build: unsupported (gilshim knows "
+                   "the GIL builds of 3.%d-3.%d), passing calls through", major, minor,
+                   gs_port_oldest(), gs_port_newest());
+        else
+            gs_log(GS_LOG_WARN, "CPython %d.%d%s%s: unsupported (gilshim knows 3.%d-3.%d), "
+                   "passing calls through", major, minor, missing ? " lacks " : "",
+                   missing ? missing : "", gs_port_oldest(), gs_port_newest());
         /* The interposed names must still reach CPython: keep only those. */
         atomic_store(&g_state, GS_PY_UNSUPPORTED);
         return GS_PY_UNSUPPORTED;
     }
     py.port = port;
     py.thread_id_offset = port->shared_current ? port->thread_id_offset : 0;
+    py.gilstate_follows = port->gilstate_follows;
+    py.status_offset = port->status_offset;  /* the flag's mask once checked */
+    py.bound_gilstate_keep = ~0u;
     py.minor = minor;
     atomic_store_explicit(&g_state, GS_PY_PRESENT, memory_order_release);
     return GS_PY_PRESENT;

@@ -63,10 +63,20 @@ struct gs_port {
     /* offsetof(PyThreadState, gilstate_counter): whether stock's Release
      * only counts a state down, or deletes it (route.c). */
     long gilstate_counter_offset;
+    /* 3.12+: offsetof(PyThreadState, _status), and which bit of that word
+     * is _status.bound_gilstate: CPython's own record that a state is the
+     * one in its thread's gilstate slot, which its debug builds assert
+     * (docs/thread-states.md). Checked on a live state (binding.c). */
+    long status_offset;
+    unsigned bound_gilstate_mask;
 };
 
 /* The row for 3.minor, or NULL if the shim does not know that version. */
 const struct gs_port *gs_port_for(int minor);
+/* Parse Py_GetVersion(): 1 with *major, *minor and whether it names a
+ * free-threaded build (no row fits one: the shim passes calls through),
+ * 0 if it is not a version string. */
+int gs_port_parse_version(const char *v, int *major, int *minor, int *free_threaded);
 /* The oldest and newest versions with a row, for messages. */
 int gs_port_oldest(void);
 int gs_port_newest(void);
