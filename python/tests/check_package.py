@@ -58,6 +58,21 @@ rc, out, err = run([cmd, "--version"])
 check("gilshim --version", rc == 0 and out.splitlines() == ["gilshim " + version, "library: " + gilshim.library_path], (rc, out, err))
 rc, out, err = run([py, "-m", "gilshim", "--version"])
 check("python -m gilshim --version", rc == 0 and out.splitlines()[0] == "gilshim " + version, (rc, out, err))
+# gilshim report (tools/gilshim_report.py, shipped beside gilshim.sh): a
+# finding makes exit status 1, a log without one 0
+one = os.path.join(work, "one.log")
+with open(one, "w") as f:
+    f.write('{"gilshim":1,"event":"counts","pid":5,"time":1.0,"findings":[{"finding":1,'
+            '"site":{"object":"x.so","symbol":null,"offset":16},"rule":4,"owner":1,'
+            '"owner_kind":"legacy","stock":0,"count":3}]}\n')
+empty = os.path.join(work, "empty.log")
+open(empty, "w").close()
+for argv in ([cmd, "report"], [py, "-m", "gilshim", "report"]):
+    rc, out, err = run(argv + [one])
+    check(" ".join(os.path.basename(a) for a in argv) + ": one finding, 3 callbacks, exit 1",
+          rc == 1 and "x.so(+0x10)" in out and "3 wrong-interpreter callback(s)" in out, (rc, out, err))
+    rc, out, err = run(argv + [empty])
+    check(" ".join(os.path.basename(a) for a in argv) + ": nothing found, exit 0", rc == 0, (rc, out, err))
 rc, out, err = run([cmd, "--check", py])
 check("gilshim --check PYTHON", rc == 0 and out.startswith("gilshim %s: mode route, redirection by %s, CPython" % (version, redirection)), (rc, out, err))
 rc, out, err = run([py, "-m", "gilshim", "--diagnose", "--check"])

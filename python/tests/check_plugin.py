@@ -83,6 +83,11 @@ check("diagnose, legacy sub: stock behaviour (the callback test fails)", rc == 1
 check("diagnose: the summary names that test, and only it, with the call site and rule",
       len(sec) >= 2 and sec[0] == CB and "ticker" in sec[1] and "rule 4 (creating thread)" in sec[1]
       and not any(l.startswith("test_ticker.py::") and l != CB for l in sec), "\n".join(sec) + "\n" + out)
+# This tree's shim writes the contract's `counts` lines: every one of the
+# test's 3 callbacks is charged to it, not just the site's first.
+check("diagnose: the counts lines charge all 3 callbacks to that test",
+      len(sec) >= 2 and sec[1].rstrip().endswith(" x3") and not any("no `counts` lines" in l for l in sec),
+      "\n".join(sec))
 try:
     cases = {c.get("name"): c for c in ET.parse(xml).iter("testcase")}
     props = {n: [p.get("value") for p in c.iter("property") if p.get("name") == "gilshim_finding"] for n, c in cases.items()}
