@@ -823,8 +823,12 @@ static void finale_route(void)
      * with more than one with "not the last thread", shim or not) */
     for (int i = NSUBS; i >= 2; i--)
         test_end_sub(subs[i], main_ts, 0);
+    /* from inside sub1, as Py_EndInterpreter does: a debug build asserts
+     * that a state is cleared under its own interpreter */
+    test_switch_to(subs[1]);
     PyThreadState_Clear(subs[1]);
-    PyThreadState_Delete(subs[1]);
+    PyThreadState_DeleteCurrent();
+    PyEval_RestoreThread(main_ts);
     struct obs o = {0};
     pthread_t th;
     pthread_create(&th, NULL, sweep_thread, &o);

@@ -213,6 +213,15 @@ static int collect(struct gs_thread *t, struct gs_row *r, void *arg)
         return 0;
     int idle = GS_ROW_IDLE;
     if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD)) {
+        /* Another thread's idle state that the caller is attached to:
+         * 3.13 ends a sub-interpreter left at the runtime's end from its
+         * head state, which is a cached one when main's exit hook could
+         * not sweep it; CPython deletes it itself ("is still current"
+         * otherwise). DEAD, so its owner never attaches to it again. */
+        if (r->tstate && r->tstate == s->self_tstate) {
+            atomic_store(&t->stale_tss, r->tstate);
+            return 0;
+        }
         if (r->tstate) {
             s->victims[s->n++] = r->tstate;
             /* The owner's CPython TSS slot may hold this state: it clears
