@@ -80,13 +80,11 @@ asan:
 tsan:
 	WERROR=$(WERROR) tests/run-stress.sh tsan $(STRESS_SECONDS)
 	WERROR=$(WERROR) $(SID) tests/run-stress.sh tsan $(STRESS_SECONDS)
-# VALGRIND_SID=0: the host's CPythons only; VALGRIND_SID_PYTHONS: which of
-# the sid root's (python3-config paths; default both; see sanitize)
+# VALGRIND_SID=0: the host's CPythons only
 VALGRIND_SID ?= 1
-VALGRIND_SID_PYTHONS ?=
 valgrind: $(LIB)
 	WERROR=$(WERROR) tests/run-stress.sh valgrind $(STRESS_SECONDS)
-	$(if $(filter 0,$(VALGRIND_SID)),@echo "valgrind: 3.14/3.15 not run (VALGRIND_SID=0)",$(if $(VALGRIND_SID_PYTHONS),GILSHIM_PYTHONS="$(VALGRIND_SID_PYTHONS)") WERROR=$(WERROR) $(SID) tests/run-stress.sh valgrind $(STRESS_SECONDS))
+	$(if $(filter 0,$(VALGRIND_SID)),@echo "valgrind: 3.14/3.15 not run (VALGRIND_SID=0)",WERROR=$(WERROR) $(SID) tests/run-stress.sh valgrind $(STRESS_SECONDS))
 # Issue 6's ratios per CPython, measured side by side, then callgrind
 # instruction counts (tests/run-bench.sh); then CPython 3.15's own PEP 788
 # cycle against gilshim's (tests/run-bench-pep788.sh, docs/pep788.md). About
@@ -96,11 +94,9 @@ bench: $(LIB)
 	tests/run-bench.sh $(BENCH_RUNS)
 	$(SID) tests/run-bench.sh $(BENCH_RUNS)
 	$(SID) tests/run-bench-pep788.sh $(BENCH_RUNS)
-# All four, briefly: what CI runs after make test. valgrind on 3.15 finds
-# thread states made by gilshim that no one frees since guards joined the
-# stress run (docs/testing.md, open): CI runs it on 3.9-3.14 until fixed.
+# All four, briefly, on every version: what CI runs after make test.
 sanitize:
-	$(MAKE) asan tsan valgrind STRESS_SECONDS=2 VALGRIND_SID_PYTHONS=/usr/bin/python3.14-config
+	$(MAKE) asan tsan valgrind STRESS_SECONDS=2
 
 # CPython's own regression suites (test_threading, test_capi, the
 # sub-interpreter suites...) stock and with the shim preloaded, compared test
@@ -148,12 +144,27 @@ packages:
 model:
 	tests/run-model.sh
 
+# make test's tiers, run two at a time by tests/run-tiers.sh (TIERS_JOBS=1:
+# one after the other); each tier's output is kept in build/tiers/TIER.log
+# and printed whole when it ends. One name per line, the longest first.
+# Targets joined by + run one after the other in one job, for tiers that
+# write the same files: check, legacy and pep788 all rewrite build/gilshim,
+# and legacy and pep788 both install into build/prefix.
+TEST_TIERS := \
+	conformance-ci \
+	e2e \
+	faults \
+	lifecycle \
+	embed \
+	stress \
+	check+legacy+pep788 \
+	unit \
+	model
+
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
-	$(MAKE) check unit model embed lifecycle faults e2e legacy pep788
-	$(MAKE) conformance-ci
-	$(MAKE) stress STRESS_SECONDS=1
+	MAKE="$(MAKE)" tests/run-tiers.sh STRESS_SECONDS=1 $(TEST_TIERS)
 	@echo "make test: all tiers passed"
 
 demo: tools/deps.sh

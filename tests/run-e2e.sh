@@ -9,13 +9,52 @@ cd "$(dirname "$0")/.."
 cc -shared -fPIC -O2 -pthread tests/e2e/cbthread.c -o build/libcbthread.so
 lib=$PWD/build/libcbthread.so
 pass=0 fail=0
-expect() {  # label want got
+# Every run a check judges is captured (command, exit status, stdout,
+# stderr) under a tag; a failed check prints its runs in full, so a failure
+# seen once, even one in a hundred, can be understood from the output.
+logs=build/e2e-logs.$$
+rm -rf "$logs"
+mkdir -p "$logs"
+trap 'rm -rf "$logs"' EXIT
+# capture TAG SECONDS CMD...: CMD under a timeout, kept as $logs/TAG.*
+capture() {
+    _t=$1 _s=$2
+    shift 2
+    printf '%s\n' "$*" >"$logs/$_t.cmd"
+    timeout "$_s" "$@" >"$logs/$_t.out" 2>"$logs/$_t.err" && _rc=0 || _rc=$?
+    echo $_rc >"$logs/$_t.rc"
+    return $_rc
+}
+# show TAG...: the captured runs (up to 300 lines of each stream)
+show() {
+    for _t; do
+        [ -f "$logs/$_t.cmd" ] || continue
+        printf '       run: %s (exit %s%s)\n' "$(cat "$logs/$_t.cmd")" "$(cat "$logs/$_t.rc")" \
+            "$([ "$(cat "$logs/$_t.rc")" = 124 ] && echo ': timed out')"
+        for _f in out err; do
+            if [ -s "$logs/$_t.$_f" ]; then
+                echo "       std$_f:"
+                sed -n '1,300s/^/       | /p' "$logs/$_t.$_f"
+                [ "$(wc -l <"$logs/$_t.$_f")" -le 300 ] || echo "       | ..."
+            else
+                echo "       std$_f: empty"
+            fi
+        done
+    done
+}
+expect() {  # label want got [TAG...]: on a failure, the runs TAG... in full
     if [ "$2" = "$3" ]; then pass=$((pass + 1)); st=ok; else fail=$((fail + 1)); st=FAIL; fi
     printf '  %-4s %-32s want %-20s got %s\n' "$st" "$1" "$2" "$3"
+    if [ $st = FAIL ] && [ $# -gt 3 ]; then
+        shift 3
+        show "$@"
+    fi
 }
-run() {  # the probe's answer, and how the process ended if not cleanly
-    out=$(timeout 15 "$@" 2>/dev/null) && rc=0 || rc=$?
-    ans=$(printf '%s\n' "$out" | sed -n '1s/.*: //p')
+run() {  # TAG CMD...: the probe's answer, and how the process ended if not cleanly
+    _tag=$1
+    shift
+    capture "$_tag" 15 "$@" && rc=0 || rc=$?
+    ans=$(sed -n '1s/.*: //p' "$logs/$_tag.out")
     case $rc in
         0) echo "$ans" ;;
         124) echo "$ans+deadlock" ;;
@@ -51,8 +90,8 @@ for cfg in $PYTHONS; do
     for s in ctypes-thread ctypes-sync sqlite3 ext-thread ext-relro; do
         arg=$lib
         case $s in ext-*) arg=$PWD/$ext ;; esac
-        stock=$(run "$py" tests/e2e/probe.py $s "$arg")
-        shim=$(run tools/inject.sh "$py" tests/e2e/probe.py $s "$arg")
+        stock=$(run stock "$py" tests/e2e/probe.py $s "$arg")
+        shim=$(run shim tools/inject.sh "$py" tests/e2e/probe.py $s "$arg")
         # stock: a library-made thread always lands in main; a synchronous
         # callback does on <= 3.11 (3.12+ gilstate follows the last state)
         case $s in ctypes-sync|sqlite3) [ "${ver#3.}" -le 11 ] && want_stock=main || want_stock=sub ;;
@@ -60,16 +99,16 @@ for cfg in $PYTHONS; do
         # 3.14+: the callback in main frees the own-GIL sub-interpreter's
         # objects there, and the process crashes after the answer
         case $stock in main+exit134|main+exit139) [ "${ver#3.}" -ge 14 ] && stock=main ;; esac
-        expect "stock   $s" $want_stock "$stock"
-        expect "gilshim $s" sub "$shim"
+        expect "stock   $s" $want_stock "$stock" stock
+        expect "gilshim $s" sub "$shim" shim
     done
     # tracemalloc's allocator hook calls PyGILState_Ensure from inside the
     # PyThreadState_New of the shim's own Ensure (CPython gh-96071). Stock
     # deadlocks here on 3.9-3.11; gilshim, reached by the hook's call
     # through libpython's PLT, nests it instead.
     if ldd "$py" | grep -q libpython; then
-        tm_shim=$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
-        expect "gilshim -X tracemalloc ctypes-thread" sub "$tm_shim"
+        tm_shim=$(run tm_shim tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
+        expect "gilshim -X tracemalloc ctypes-thread" sub "$tm_shim" tm_shim
     else
         # libpython in the executable: its internal calls never reach a
         # shim. Judged in a legacy sub-interpreter, where stock's own
@@ -79,14 +118,15 @@ for cfg in $PYTHONS; do
         # Py_NewInterpreter: the hook's PyGILState_Ensure waits for the GIL
         # its own thread holds): gilshim must then change nothing.
         export GILSHIM_PROBE_LEGACY=1
-        tm_sync=$(run "$py" -X tracemalloc tests/e2e/probe.py ctypes-sync "$lib")
-        tm_stock=$(run "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
-        tm_shim=$(run tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
+        tm_sync=$(run tm_sync "$py" -X tracemalloc tests/e2e/probe.py ctypes-sync "$lib")
+        tm_stock=$(run tm_stock "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
+        tm_shim=$(run tm_shim tools/inject.sh "$py" -X tracemalloc tests/e2e/probe.py ctypes-thread "$lib")
         unset GILSHIM_PROBE_LEGACY
         if [ "$tm_sync" = sub ]; then
-            expect "gilshim -X tracemalloc ctypes-thread (legacy sub)" sub "$tm_shim"
+            expect "gilshim -X tracemalloc ctypes-thread (legacy sub)" sub "$tm_shim" tm_shim
         else
-            expect "gilshim -X tracemalloc as stock (CPython fails: $tm_sync)" "$tm_stock" "$tm_shim"
+            expect "gilshim -X tracemalloc as stock (CPython fails: $tm_sync)" "$tm_stock" "$tm_shim" \
+                tm_sync tm_stock tm_shim
         fi
     fi
     # the standard library's own sub-interpreters (own GIL each), 3.14+:
@@ -94,12 +134,12 @@ for cfg in $PYTHONS; do
     # worker's objects there and aborts the process
     if "$py" -c 'import concurrent.interpreters' 2>/dev/null; then
         for s in pool call-thread exec-thread call-sync call-sqlite; do
-            stock=$(PYTHONPATH=$PWD/tests/e2e run "$py" tests/e2e/stdlib.py $s "$lib")
-            shim=$(PYTHONPATH=$PWD/tests/e2e run tools/inject.sh "$py" tests/e2e/stdlib.py $s "$lib")
+            stock=$(PYTHONPATH=$PWD/tests/e2e run stock "$py" tests/e2e/stdlib.py $s "$lib")
+            shim=$(PYTHONPATH=$PWD/tests/e2e run shim tools/inject.sh "$py" tests/e2e/stdlib.py $s "$lib")
             case $stock in *+exit134|*+exit139) stock=crash ;; esac  # abort or SIGSEGV
             case $s in *-thread|pool) want_stock=crash ;; *) want_stock=own ;; esac
-            expect "stock   concurrent.interpreters $s" $want_stock "$stock"
-            expect "gilshim concurrent.interpreters $s" own "$shim"
+            expect "stock   concurrent.interpreters $s" $want_stock "$stock" stock
+            expect "gilshim concurrent.interpreters $s" own "$shim" shim
         done
     fi
     out=$(tools/inject.sh "$py" tests/e2e/smoke.py "$lib" 2>&1) || true
@@ -115,6 +155,7 @@ for cfg in $PYTHONS; do
     d=$(tools/inject.sh --diagnose "$py" tests/e2e/probe.py ctypes-thread "$lib" 2>build/e2e-diag.$$ | sed 's/.*: //')
     rep=$(grep -c 'wrong interpreter: PyGILState_Ensure at _ctypes.*owner is interpreter [1-9].*rule 4: creating thread' build/e2e-diag.$$ || true)
     expect "inject.sh --diagnose" "main 1" "$d $rep"
+    [ $st = ok ] || sed -n '1,300s/^/       | /p' build/e2e-diag.$$
     clean=$(tools/inject.sh --diagnose "$py" tests/e2e/smoke.py "$lib" 2>&1)
     expect "--diagnose on a clean program" "ok" "$clean"
     # --json: five callbacks from one call site; the log parses, matches the
@@ -207,14 +248,16 @@ for cfg in $PYTHONS; do
     else
         echo "  skip grpc-*: grpcio is not installed for this CPython"
     fi
-    err=build/e2e-clients-err.$$
+    err=$logs/shim.err
     for c in $clients; do
         for place in main sub; do
             # stock is judged only in main, where every client answers in
             # seconds; in a sub-interpreter some hang (gi-* on 3.9-3.11)
-            stock=$(timeout 20 "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>/dev/null | tail -1) || true
+            capture stock 20 "$py" tests/e2e/clients.py $c $place "$PWD/$dir" || true
+            stock=$(tail -1 "$logs/stock.out")
             [ -n "$stock" ] || stock="$c $place: no answer (hung or crashed)"
-            shim=$(timeout 60 tools/inject.sh "$py" tests/e2e/clients.py $c $place "$PWD/$dir" 2>"$err" | tail -1) || true
+            capture shim 60 tools/inject.sh "$py" tests/e2e/clients.py $c $place "$PWD/$dir" || true
+            shim=$(tail -1 "$logs/shim.out")
             want=$place
             # 3.12+ reads lines with stdio, not GNU readline, outside the
             # main interpreter: no completer runs there, stock or shim
@@ -226,7 +269,7 @@ for cfg in $PYTHONS; do
             # state as current, and CPython aborts. Known limit: reported
             case $c in ctypes-pool|gi-task) [ $place = sub ] && [ $minor -le 11 ] && want=limit ;; esac
             if [ $place = main ]; then
-                expect "stock   $c in main" "main" "${stock#*: }"
+                expect "stock   $c in main" "main" "${stock#*: }" stock
             else
                 printf '  info %-32s stock: %s\n' "stock   $c in a sub" "${stock#*: }"
             fi
@@ -234,26 +277,25 @@ for cfg in $PYTHONS; do
                 printf '  info %-32s gilshim: %s (known limit on 3.9-3.11)\n' "gilshim $c in a sub" \
                     "${shim#*: }"
             else
-                expect "gilshim $c in $place" "$want" "${shim#*: }"
+                expect "gilshim $c in $place" "$want" "${shim#*: }" shim
             fi
             # nothing to report for a correct client: for cffi nothing at
             # all on stderr (its pinning Ensure once drew a warning and
             # left the GIL held), for the others no line of gilshim's
             case $c in
                 cffi-*) expect "gilshim $c in $place: stderr" "empty" \
-                            "$([ -s "$err" ] && head -c 200 "$err" | tr '\n' ' ' || echo empty)"
+                            "$([ -s "$err" ] && head -c 200 "$err" | tr '\n' ' ' || echo empty)" shim
                         # diagnose mode matches Releases the same way
                         if [ $place = main ]; then
-                            timeout 60 tools/inject.sh --diagnose "$py" tests/e2e/clients.py $c main \
-                                "$PWD/$dir" >/dev/null 2>"$err" || true
+                            capture diag 60 tools/inject.sh --diagnose "$py" tests/e2e/clients.py $c main \
+                                "$PWD/$dir" || true
                             expect "--diagnose $c in main: stderr" "empty" \
-                                "$([ -s "$err" ] && head -c 200 "$err" | tr '\n' ' ' || echo empty)"
+                                "$([ -s "$logs/diag.err" ] && head -c 200 "$logs/diag.err" | tr '\n' ' ' || echo empty)" diag
                         fi ;;
-                *) expect "gilshim $c in $place: messages" "0" "$(grep -c 'gilshim\[' "$err" || true)" ;;
+                *) expect "gilshim $c in $place: messages" "0" "$(grep -c 'gilshim\[' "$err" || true)" shim ;;
             esac
         done
     done
-    rm -f "$err"
     # pybind11's own way into a sub-interpreter against gilshim's, per
     # enter+leave on one C++ thread (tests/e2e/cycle.py): timed, not judged
     case $clients in *pybind11-activate*)

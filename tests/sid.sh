@@ -29,11 +29,12 @@ here=$PWD
 exec unshare --mount --propagation private sh -c '
     set -e
     root=$1 here=$2; shift 2
-    mkdir -p "$root$here"
-    mount --bind "$here" "$root$here"
+    # tmpfs on /tmp first: a tree under /tmp is then bound inside it, not hidden by it
+    mount -t tmpfs tmpfs "$root/tmp"
     mount -t proc proc "$root/proc"
     mount --rbind /dev "$root/dev"
-    mount -t tmpfs tmpfs "$root/tmp"
+    mkdir -p "$root$here"
+    mount --bind "$here" "$root$here"
     exec chroot "$root" env -u PYENV_ROOT -u PYENV_VERSION -u LD_PRELOAD \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         GILSHIM_IN_SID=1 sh -c "cd \"\$0\" && exec \"\$@\"" "$here" "$@"

@@ -55,16 +55,16 @@ CLIENTS = {
     # sqlite3_step, GIL released around it; sqlite3's sorter compares rows
     # on worker threads of its own (PRAGMA threads), so a collation there
     # is called from a library thread
-    "apsw-function": "apsw_con().create_scalar_function('w', where, 0) or "
+    "apsw-function": "apsw_api('create_scalar_function')('w', where, 0) or "
                      "apsw_con().execute('select w()').fetchall() == [(1,)]",
-    "apsw-collation": "apsw_con().create_collation('c', collate) or "
+    "apsw-collation": "apsw_api('create_collation')('c', collate) or "
                       "apsw_con().execute(\"select x from (select 'b' x union all select 'a') "
                       "order by x collate c\").fetchall() == [('a',), ('b',)]",
     "apsw-sorter": "apsw_sorter() > 0",
     "apsw-busy": "apsw_busy()",
-    "apsw-update-hook": "apsw_con().set_update_hook(lambda *a: where() and None) or "
+    "apsw-update-hook": "apsw_api('set_update_hook')(lambda *a: where() and None) or "
                         "apsw_con().execute('create table t(x); insert into t values (1)') or True",
-    "apsw-commit-hook": "apsw_con().set_commit_hook(lambda: where() - 1) or "
+    "apsw-commit-hook": "apsw_api('set_commit_hook')(lambda: where() - 1) or "
                         "apsw_con().execute('create table t(x); insert into t values (1)') or True",
     # pybind11 3.x and nanobind: a std::thread calls back with the library's
     # own gil_scoped_acquire; pybind11's subinterpreter_scoped_activate
@@ -168,6 +168,13 @@ def apsw_con():
         _apsw.append(apsw.Connection(":memory:"))
     return _apsw[0]
 
+def apsw_api(name, con=None):
+    # apsw 3.41 renamed its methods (create_scalar_function was
+    # createscalarfunction, and so on) and keeps the old names; Debian 12
+    # ships 3.40, which has only those: take whichever this apsw has
+    con = con or apsw_con()
+    return getattr(con, name, None) or getattr(con, name.replace("_", ""))
+
 def collate(a, b):
     return where() and (a > b) - (a < b)
 
@@ -185,7 +192,7 @@ def apsw_sorter():
         seen[t] += 1
         return (a > b) - (a < b)
     con = apsw_con()
-    con.create_collation("c", cmp)
+    apsw_api("create_collation")("c", cmp)
     # small pages and cache: a few thousand rows spill (past 250 pages)
     for sql in ("pragma page_size=512", "pragma threads=4", "pragma cache_size=10",
                 "create table big(x text)"):
@@ -205,7 +212,7 @@ def apsw_busy():
         path = os.path.join(d, "db")
         a, b = apsw.Connection(path), apsw.Connection(path)
         a.execute("create table t(x); begin exclusive")
-        b.set_busy_handler(lambda n: where() and n < 2)
+        apsw_api("set_busy_handler", b)(lambda n: where() and n < 2)
         try:
             b.execute("select * from t").fetchall()
         except apsw.BusyError:

@@ -522,6 +522,36 @@ void gs_place_exit_hook(struct gs_interp *in)
 
 /* --- thread exit --- */
 
+/* r, a row of main taken (IDLE -> BUSY) by its exiting thread while the
+ * runtime's end sweeps main, or is about to: the thread may not attach to
+ * delete the state itself (CPython stops a thread that attaches once it
+ * finalizes, here inside a TLS destructor), and a state left listed is not
+ * freed on 3.14+: Py_FinalizeEx's _PyThreadState_DeleteList only drops the
+ * runtime's reference and counts on the state's own thread to drop the
+ * other, which a thread that never attaches again never does (valgrind:
+ * "definitely lost" from _PyThreadState_NewBound). So hand the row back:
+ * IDLE again, and wait, bounded, until main's sweep, which holds main's
+ * GIL, has taken it (DEAD, then deleted). 0 if no sweep of main can come. */
+static int give_back_to_sweep(struct gs_row *r)
+{
+    struct gs_interp *in = r->interp;
+    if (!r->tstate || in != gs_main_interp() || atomic_load(&in->state) == GS_DEAD ||
+        py.IsFinalizing())
+        return 0;
+    atomic_store(&r->state, GS_ROW_IDLE);
+    long deadline = now_ms() + gs_config()->drain_ms + 1000;
+    while (atomic_load(&r->state) == GS_ROW_IDLE && atomic_load(&in->state) != GS_DEAD &&
+           now_ms() < deadline) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    int idle = GS_ROW_IDLE;
+    if (atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_DEAD))
+        gs_log(GS_LOG_DEBUG, "thread exit: main's sweep did not take thread state %p; "
+               "left to CPython", r->tstate);
+    return 1;
+}
+
 static void reap_thread(struct gs_thread *t)
 {
     if (t->depth) {
@@ -559,6 +589,8 @@ static void reap_thread(struct gs_thread *t)
          * a state left behind is "not the last thread" on 3.9-3.13. */
         if (atomic_load(&r->interp->state) == GS_DEAD || gs_runtime_finalizing() ||
             !py.IsInitialized() || py.IsFinalizing() || !r->tstate) {
+            if (gs_runtime_finalizing() && give_back_to_sweep(r))
+                continue;
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
