@@ -165,7 +165,7 @@ void gs_thread_state_delete(PyThreadState *t)
 {
     void (*real)(PyThreadState *) = ORIGINAL(ThreadState_Delete, "PyThreadState_Delete");
     struct gs_interp *in;
-    if (!t || !gs_row_count() || gs_py_state() != GS_PY_PRESENT ||
+    if (!t || (!gs_row_count() && !gs_orphan_count()) || gs_py_state() != GS_PY_PRESENT ||
         !(in = gs_interp_find_ptr(py.ThreadState_GetInterpreter(t)))) {
         real(t);
         return;
@@ -178,7 +178,40 @@ void gs_thread_state_delete(PyThreadState *t)
                "its thread; gilshim deletes it when that thread is done", (void *)t);
         return;
     }
+    /* Its exited owner may have left it as an orphan: the row goes DEAD
+     * only after the push, so one of the two walks sees it. */
+    if (!d.found && gs_orphan_take(in, t) == 2) {
+        gs_log(GS_LOG_DEBUG, "PyThreadState_Delete(%p): a thread state of an exited thread "
+               "that gilshim is deleting right now", (void *)t);
+        return;
+    }
     real(t);
+}
+
+/* --- thread states of exited threads (struct gs_orphan) ---
+ * Called holding in's GIL, attached with a state of in: what
+ * PyThreadState_Clear asks (3.13+ asserts the interpreter), and what the
+ * finalizers it runs need. gs_delete_foreign_tstate keeps the caller's
+ * CPython TSS slot: 3.12+ clears the calling thread's slot when the state
+ * deleted is still bound, which a row's state is not once released. */
+void gs_reap_orphans(struct gs_interp *in, const char *who)
+{
+    size_t n = 0;
+    PyThreadState *t;
+    while ((t = gs_orphan_claim(in))) {
+        gs_delete_foreign_tstate(t);
+        gs_orphan_done(in, t);
+        n++;
+    }
+    if (n)
+        gs_log(GS_LOG_DEBUG, "%s: %zu thread state(s) of exited threads deleted in interpreter %lld",
+               who, n, (long long)in->id);
+}
+
+void gs_attach_reaping(struct gs_row *r)
+{
+    py.RestoreThread(r->tstate);
+    gs_reap_orphans(r->interp, "an Ensure");
 }
 
 /* --- the sweep of one ending interpreter --- */
@@ -251,6 +284,9 @@ static void sweep(struct gs_interp *in)
         deleted += s.n;
         if (s.n == 64)
             continue;
+        /* after the walk: an owner that exits pushes its state before its
+         * row goes DEAD (or away), so a row seen so has its state here */
+        gs_reap_orphans(in, "interpreter end");
         if (!s.busy)
             break;
         /* a row being made is waited for past the deadline: it is in
@@ -293,6 +329,7 @@ static void drop_idle_rows(struct gs_interp *in)
         for (size_t i = 0; i < s.n; i++)
             gs_delete_foreign_tstate(s.victims[i]);
     } while (s.n == 64);
+    gs_reap_orphans(in, "a thread count of _xxsubinterpreters");
 }
 
 /* Whether caller is code of _xxsubinterpreters: other callers see every
@@ -315,6 +352,13 @@ PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller)
         atomic_store_explicit(&real, f, memory_order_relaxed);
     }
     struct gs_interp *in, *main_in;
+    PyThreadState *att;
+    /* Thread states of exited threads are not in stock's list: delete
+     * them first where the caller holds ip's GIL as ip's own. */
+    if (ip && gs_orphan_count() && gs_py_state() == GS_PY_PRESENT && (att = gs_py_attached()) &&
+        py.ThreadState_GetInterpreter(att) == ip && (in = gs_interp_find_ptr(ip)) &&
+        atomic_load_explicit(&in->orphans, memory_order_relaxed))
+        gs_reap_orphans(in, "PyInterpreterState_ThreadHead");
     if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
         gs_config()->mode == GS_MODE_ROUTE && py.port->sub_counts_threads && gs_py_attached() &&
         (main_in = gs_main_interp()) && (in = gs_interp_find_ptr(ip)) && in != main_in &&
@@ -594,6 +638,17 @@ static void reap_thread(struct gs_thread *t)
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
+        /* Never wait for a GIL here: the thread holding it may be joining
+         * this one (grpc's C core frees its executor so, Cython code with
+         * the GIL held), and stock's thread, whose state went at its last
+         * PyGILState_Release, exits without it. The state goes to its
+         * interpreter, for the next thread that holds that GIL through
+         * the shim (gs_reap_orphans); then the row is DEAD. */
+        if (gs_orphan_push(r->interp, r->tstate) == 0) {
+            atomic_store(&r->state, GS_ROW_DEAD);
+            continue;
+        }
+        /* out of memory for that: delete it here, as stock would at a release */
         py.RestoreThread(r->tstate);
         py.ThreadState_Clear(r->tstate);
         py.ThreadState_DeleteCurrent();

@@ -112,11 +112,15 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
                (long long)in->id);
         if (!in->hook_registered)
             gs_place_exit_hook(in);
+        if (atomic_load_explicit(&in->orphans, memory_order_relaxed))
+            gs_reap_orphans(in, "an Ensure");
         return r;
     }
     py.RestoreThread(r->tstate);
     if (__builtin_expect(!self->py_current, 0))
         gs_learn_current(self, r->tstate);
+    if (atomic_load_explicit(&in->orphans, memory_order_relaxed))
+        gs_reap_orphans(in, "an Ensure");
     return r;
 }
 
