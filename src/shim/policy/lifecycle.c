@@ -357,6 +357,7 @@ PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller)
      * them first where the caller holds ip's GIL as ip's own. */
     if (ip && gs_orphan_count() && gs_py_state() == GS_PY_PRESENT && (att = gs_py_attached()) &&
         py.ThreadState_GetInterpreter(att) == ip && (in = gs_interp_find_ptr(ip)) &&
+        in->id == py.InterpreterState_GetID(ip) &&
         atomic_load_explicit(&in->orphans, memory_order_relaxed))
         gs_reap_orphans(in, "PyInterpreterState_ThreadHead");
     if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
