@@ -8,8 +8,9 @@
  *
  * Concurrency: a thread record is written only by its own thread, except
  * row->state (atomic, see gs_row) and the stale-TSS mailbox. Adding or
- * removing rows and thread records happens under one mutex, which the
- * interpreter-end sweep also takes; hot paths never take it.
+ * removing rows, thread records and orphaned thread states happens under
+ * one mutex, which the interpreter-end sweep also takes; hot paths never
+ * take it.
  */
 #ifndef GILSHIM_REGISTRY_H
 #define GILSHIM_REGISTRY_H
