@@ -20,7 +20,7 @@ static struct gs_thread *g_threads;
 static size_t g_nthreads;
 _Atomic uint64_t gs_generation_now = 1;
 static _Atomic size_t g_nrows;
-static _Atomic size_t g_norphans;
+_Atomic size_t gs_orphans_now;
 
 static pthread_key_t g_key;
 static _Atomic int g_key_state;  /* 0 none, 1 creating, 2 ready */
@@ -39,7 +39,7 @@ static void orphans_forget(struct gs_interp *in)
     while (o) {
         struct gs_orphan *n = o->next;
         free(o);
-        atomic_fetch_sub(&g_norphans, 1);
+        atomic_fetch_sub(&gs_orphans_now, 1);
         o = n;
     }
 }
@@ -416,7 +416,7 @@ size_t gs_registry_bytes(void)
         for (struct gs_row_block *b = t->more_rows; b; b = b->next)
             bytes += sizeof *b;
     }
-    bytes += atomic_load(&g_norphans) * sizeof(struct gs_orphan);
+    bytes += atomic_load(&gs_orphans_now) * sizeof(struct gs_orphan);
     gs_registry_unlock();
     return bytes;
 }
@@ -432,7 +432,7 @@ int gs_orphan_push(struct gs_interp *in, void *tstate)
     gs_registry_lock();
     o->next = atomic_load(&in->orphans);
     atomic_store(&in->orphans, o);
-    atomic_fetch_add(&g_norphans, 1);
+    atomic_fetch_add(&gs_orphans_now, 1);
     gs_registry_unlock();
     return 0;
 }
@@ -466,7 +466,7 @@ static int orphan_drop(struct gs_interp *in, void *tstate, int only_unclaimed)
     else
         atomic_store(&in->orphans, o->next);
     free(o);
-    atomic_fetch_sub(&g_norphans, 1);
+    atomic_fetch_sub(&gs_orphans_now, 1);
     return 1;
 }
 
@@ -485,7 +485,7 @@ int gs_orphan_take(struct gs_interp *in, void *tstate)
     return r;
 }
 
-size_t gs_orphan_count(void) { return atomic_load(&g_norphans); }
+size_t gs_orphan_count(void) { return atomic_load(&gs_orphans_now); }
 
 /* --- frames --- */
 

@@ -298,7 +298,8 @@ GS_HIDDEN int gs_orphan_push(struct gs_interp *in, void *tstate);
 GS_HIDDEN void *gs_orphan_claim(struct gs_interp *in);
 GS_HIDDEN void gs_orphan_done(struct gs_interp *in, void *tstate);
 GS_HIDDEN int gs_orphan_take(struct gs_interp *in, void *tstate);
-/* Orphans in all interpreters, claimed or not. */
+/* Orphans in all interpreters, claimed or not; read as a hint on hot paths. */
+GS_HIDDEN extern _Atomic size_t gs_orphans_now;
 GS_HIDDEN size_t gs_orphan_count(void);
 
 /* --- frames --- */

@@ -199,13 +199,29 @@ void gs_reap_orphans(struct gs_interp *in, const char *who)
     size_t n = 0;
     PyThreadState *t;
     while ((t = gs_orphan_claim(in))) {
-        gs_delete_foreign_tstate(t);
+        /* CPython itself may have taken it up: 3.9-3.12 end a sub-
+         * interpreter from the state at the head of its list (where
+         * _xxsubinterpreters' destroy() or the last id's release does not
+         * reach the shim's PyInterpreterState_ThreadHead), and it is then
+         * current here, in this end's sweep. It is CPython's again. */
+        if (t != py.UncheckedGet()) {
+            gs_delete_foreign_tstate(t);
+            n++;
+        }
         gs_orphan_done(in, t);
-        n++;
     }
     if (n)
         gs_log(GS_LOG_DEBUG, "%s: %zu thread state(s) of exited threads deleted in interpreter %lld",
                who, n, (long long)in->id);
+}
+
+void gs_reap_orphans_of(PyThreadState *t)
+{
+    PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
+    struct gs_interp *in = gs_interp_find_ptr(ip);
+    if (in && atomic_load(&in->state) == GS_ALIVE && in->id == py.InterpreterState_GetID(ip) &&
+        atomic_load_explicit(&in->orphans, memory_order_relaxed))
+        gs_reap_orphans(in, "PyEval_RestoreThread");
 }
 
 void gs_attach_reaping(struct gs_row *r)

@@ -109,6 +109,10 @@ static inline void gs_row_release(struct gs_row *r)
 /* Delete the thread states exited threads left to in (struct gs_orphan),
  * attached to in; who names the caller in the debug message (lifecycle.c). */
 GS_HIDDEN void gs_reap_orphans(struct gs_interp *in, const char *who);
+/* Attached to t just now: gs_reap_orphans of t's interpreter, if the
+ * shim knows it as alive (a thread leaving a GIL-released region: the
+ * library thread it waited for may have exited there). */
+GS_HIDDEN void gs_reap_orphans_of(PyThreadState *t);
 /* Attach r's state, then gs_reap_orphans of its interpreter. */
 GS_HIDDEN void gs_attach_reaping(struct gs_row *r) __attribute__((noinline));
 

@@ -641,6 +641,8 @@ __attribute__((noinline)) static void restore_slow(struct gs_thread *self, PyThr
     if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
         gs_fix_stale_tss(self);
     py.RestoreThread(t);
+    if (atomic_load_explicit(&gs_orphans_now, memory_order_relaxed))
+        gs_reap_orphans_of(t);
     if (self->pending_hook) {
         /* Attached again: place the hooks of interpreters it learnt of
          * while detached (see gs_creator_owner). */
@@ -656,7 +658,8 @@ static inline __attribute__((always_inline)) void restore_attach(struct gs_threa
                                                                  PyThreadState *t)
 {
     if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
-                         self->pending_hook, 0))
+                         self->pending_hook ||
+                         atomic_load_explicit(&gs_orphans_now, memory_order_relaxed), 0))
         restore_slow(self, t);
     else
         py.RestoreThread(t);
