@@ -20,6 +20,7 @@ static struct gs_thread *g_threads;
 static size_t g_nthreads;
 _Atomic uint64_t gs_generation_now = 1;
 static _Atomic size_t g_nrows;
+_Atomic size_t gs_orphans_now;
 
 static pthread_key_t g_key;
 static _Atomic int g_key_state;  /* 0 none, 1 creating, 2 ready */
@@ -30,10 +31,24 @@ void gs_registry_lock(void) { pthread_mutex_lock(&g_lock); }
 void gs_registry_unlock(void) { pthread_mutex_unlock(&g_lock); }
 void gs_set_thread_reaper(gs_thread_reaper fn) { g_reaper = fn; }
 
+/* Under the lock: forget in's orphans, whose states CPython has freed. */
+static void orphans_forget(struct gs_interp *in)
+{
+    struct gs_orphan *o = atomic_load(&in->orphans);
+    atomic_store(&in->orphans, NULL);
+    while (o) {
+        struct gs_orphan *n = o->next;
+        free(o);
+        atomic_fetch_sub(&gs_orphans_now, 1);
+        o = n;
+    }
+}
+
 void gs_runtime_ended(void)
 {
     gs_registry_lock();
     for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next) {
+        orphans_forget(in);
         atomic_store(&in->state, GS_DEAD);
         __atomic_store_n(&in->ptr, NULL, __ATOMIC_RELAXED);
     }
@@ -223,6 +238,9 @@ void gs_registry_after_fork_child(void *keep_tstate, void *keep_interp)
     g_threads = keep;
     g_nthreads = keep ? 1 : 0;
     uint64_t gen = gs_generation();
+    /* Orphans are states of other threads, all deleted by CPython here. */
+    for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next)
+        orphans_forget(in);
     for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next)
         if (in->generation == gen && (!keep_interp || in->ptr != keep_interp)) {
             atomic_store(&in->state, GS_DEAD);
@@ -398,9 +416,76 @@ size_t gs_registry_bytes(void)
         for (struct gs_row_block *b = t->more_rows; b; b = b->next)
             bytes += sizeof *b;
     }
+    bytes += atomic_load(&gs_orphans_now) * sizeof(struct gs_orphan);
     gs_registry_unlock();
     return bytes;
 }
+
+/* --- orphaned thread states --- */
+
+int gs_orphan_push(struct gs_interp *in, void *tstate)
+{
+    struct gs_orphan *o = gs_calloc("orphaned thread state", 1, sizeof *o);
+    if (!o)
+        return -1;
+    o->tstate = tstate;
+    gs_registry_lock();
+    o->next = atomic_load(&in->orphans);
+    atomic_store(&in->orphans, o);
+    atomic_fetch_add(&gs_orphans_now, 1);
+    gs_registry_unlock();
+    return 0;
+}
+
+void *gs_orphan_claim(struct gs_interp *in)
+{
+    void *t = NULL;
+    gs_registry_lock();
+    for (struct gs_orphan *o = atomic_load(&in->orphans); o; o = o->next)
+        if (!o->claimed) {
+            o->claimed = 1;
+            t = o->tstate;
+            break;
+        }
+    gs_registry_unlock();
+    return t;
+}
+
+/* Under the lock: unlink and free in's entry for tstate; its claim. */
+static int orphan_drop(struct gs_interp *in, void *tstate, int only_unclaimed)
+{
+    struct gs_orphan *o = atomic_load(&in->orphans), *prev = NULL;
+    for (; o && o->tstate != tstate; prev = o, o = o->next)
+        ;
+    if (!o)
+        return 0;
+    if (o->claimed && only_unclaimed)
+        return 2;
+    if (prev)
+        prev->next = o->next;
+    else
+        atomic_store(&in->orphans, o->next);
+    free(o);
+    atomic_fetch_sub(&gs_orphans_now, 1);
+    return 1;
+}
+
+void gs_orphan_done(struct gs_interp *in, void *tstate)
+{
+    gs_registry_lock();
+    orphan_drop(in, tstate, 0);
+    gs_registry_unlock();
+}
+
+int gs_orphan_take(struct gs_interp *in, void *tstate)
+{
+    gs_registry_lock();
+    int r = orphan_drop(in, tstate, 1);
+    gs_registry_unlock();
+    return r;
+}
+
+size_t gs_orphan_count(void) { return atomic_load(&gs_orphans_now); }
 
 /* --- frames --- */
 

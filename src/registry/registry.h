@@ -8,8 +8,9 @@
  *
  * Concurrency: a thread record is written only by its own thread, except
  * row->state (atomic, see gs_row) and the stale-TSS mailbox. Adding or
- * removing rows and thread records happens under one mutex, which the
- * interpreter-end sweep also takes; hot paths never take it.
+ * removing rows, thread records and orphaned thread states happens under
+ * one mutex, which the interpreter-end sweep also takes; hot paths never
+ * take it.
  */
 #ifndef GILSHIM_REGISTRY_H
 #define GILSHIM_REGISTRY_H
@@ -28,6 +29,16 @@
 
 enum gs_interp_state { GS_ALIVE = 0, GS_ENDING = 1, GS_DEAD = 2 };
 
+/* A thread state whose thread has exited without deleting it: deleting
+ * needs its interpreter's GIL, which the thread joining the exiting one
+ * may hold (src/shim/policy/lifecycle.c). Whoever next holds that GIL
+ * through the shim claims it, deletes it, then drops the entry. */
+struct gs_orphan {
+    void *tstate;
+    int claimed;               /* being deleted (under lock) */
+    struct gs_orphan *next;
+};
+
 /* One per interpreter seen, per runtime generation. Never freed, so a
  * pointer to it (kept in a child thread's TLS, say) never dangles; its
  * state says whether ptr may still be used. */
@@ -37,6 +48,9 @@ struct gs_interp {
     int64_t id;
     uint64_t generation;
     _Atomic int state;
+    /* thread states of exited threads, to delete with its GIL (gs_orphan);
+     * changed under the lock, read without it as a hint */
+    _Atomic(struct gs_orphan *) orphans;
     int hook_registered;       /* its exit hook is in place (under lock) */
     _Atomic int exit_begun;    /* CPython has called its exit hook: the
                                   interpreter's atexit functions are running */
@@ -55,7 +69,10 @@ struct gs_interp {
  *   BUSY -> IDLE   owner, after it detached
  *   IDLE -> DEAD   ender, CAS; the ender then deletes the thread state
  *   BUSY           the ender waits, GIL released, for IDLE
- * A DEAD row's tstate is never touched again.
+ *   BUSY -> DEAD   owner at its exit: the tstate deleted, or handed to
+ *                  interp->orphans first (gs_orphan_push), which the ender
+ *                  empties after each walk of the rows
+ * A DEAD row's tstate is never touched again through the row.
  */
 enum gs_row_state { GS_ROW_IDLE = 0, GS_ROW_BUSY = 1, GS_ROW_DEAD = 2 };
 
@@ -270,6 +287,20 @@ GS_HIDDEN void gs_rows_of_interp(struct gs_interp *in,
 GS_HIDDEN size_t gs_row_count(void);
 /* Heap held for thread records, their frame chunks and rows. */
 GS_HIDDEN size_t gs_registry_bytes(void);
+
+/* --- orphaned thread states (struct gs_orphan) ---
+ * Push: 0, or -1 on ENOMEM (nothing pushed). Claim: the first unclaimed
+ * one's tstate, marked claimed, or NULL; the claimer deletes it and then
+ * calls gs_orphan_done. Take: for a delete from outside the shim, 1 if
+ * tstate was an unclaimed orphan of in (now dropped: the caller deletes
+ * it), 2 if it is claimed (being deleted), 0 if not an orphan. */
+GS_HIDDEN int gs_orphan_push(struct gs_interp *in, void *tstate);
+GS_HIDDEN void *gs_orphan_claim(struct gs_interp *in);
+GS_HIDDEN void gs_orphan_done(struct gs_interp *in, void *tstate);
+GS_HIDDEN int gs_orphan_take(struct gs_interp *in, void *tstate);
+/* Orphans in all interpreters, claimed or not; read as a hint on hot paths. */
+GS_HIDDEN extern _Atomic size_t gs_orphans_now;
+GS_HIDDEN size_t gs_orphan_count(void);
 
 /* --- frames --- */
 GS_HIDDEN struct gs_frame *gs_frame_slot(struct gs_thread *t, size_t i, int grow);

@@ -681,12 +681,88 @@ static int thread_exit(void)
     Py_BEGIN_ALLOW_THREADS
     pthread_join(th, NULL);
     Py_END_ALLOW_THREADS
+    /* each counted from inside: gilshim deletes a state an exited thread
+     * left to its interpreter when a thread holds that GIL as its own */
+    int main_after = count_thread_states(i0);
+    test_switch_to(s1);
+    int sub1_after = count_thread_states(i1);
+    test_switch_to(main_ts);
     say("main: after the thread exited: main +%d, sub1 +%d thread state(s)",
-        count_thread_states(i0) - main_before, count_thread_states(i1) - sub1_before);
+        main_after - main_before, sub1_after - sub1_before);
 #ifdef WITH_GILSHIM
     say_stats("main");
 #endif
     end_sub(s1, 0);
+    Py_FinalizeEx();
+    say("main: exit");
+    return 0;
+}
+
+/* --- exit_joined: a library thread that called back once exits while
+ * the thread holding its interpreter's GIL joins it, the GIL held (grpc's
+ * C core frees its executor so, from a Cython deallocator). Stock deleted
+ * the thread's state at its Release, so the thread exits without the GIL.
+ * Three threads in turn, in main or a sub-interpreter: A is joined with
+ * the GIL held; B calls back once (gilshim: its Ensure deletes what A
+ * left), and is joined so too, then the interpreter's states are counted
+ * from inside it; C is joined so, then the interpreter ends. --- */
+
+static _Atomic int ej_go;
+
+static void *ej_thread(void *arg)
+{
+    _Atomic int *done = arg;
+    PyGILState_STATE g = PyGILState_Ensure();
+    say("thread: callback runs in %s", python_call());
+    PyGILState_Release(g);
+    atomic_store(done, 1);
+    wait_for(&ej_go, 1);
+    return NULL;  /* and it exits */
+}
+
+/* Start a thread that calls back once, let it exit while this thread,
+ * attached, joins it; say whether it got out within 3 s. A thread that did
+ * not is joined with the GIL released, so the scenario ends either way. */
+static void ej_round(const char *name)
+{
+    _Atomic int done = 0;
+    pthread_t th;
+    atomic_store(&ej_go, 0);
+    pthread_create(&th, NULL, ej_thread, &done);
+    wait_released(&done, 1);
+    atomic_store(&ej_go, 1);
+    if (!join_within(th, 3000)) {
+        say("main: thread %s exited while main held the GIL", name);
+        return;
+    }
+    say("main: thread %s did not exit within 3 s while main held the GIL", name);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    say("main: thread %s exited once main released the GIL", name);
+}
+
+static int exit_joined(const char *where)
+{
+    if (!where || (strcmp(where, "main") && strcmp(where, "sub") && strcmp(where, "own"))) {
+        say("exit_joined main|sub|own");
+        return 2;
+    }
+    int own = !strcmp(where, "own");
+    if (own && !HAVE_OWN_GIL) {
+        say("own-GIL interpreters need CPython 3.12+");
+        return 77;
+    }
+    start("main");
+    PyThreadState *sub = strcmp(where, "main") ? new_sub(own, "sub") : NULL;
+    PyInterpreterState *ip = PyThreadState_GetInterpreter(PyThreadState_Get());
+    int before = count_thread_states(ip);
+    ej_round("A");
+    ej_round("B");
+    say("main: %+d thread state(s) in the interpreter", count_thread_states(ip) - before);
+    ej_round("C");
+    if (sub)
+        end_sub(sub, own);
     Py_FinalizeEx();
     say("main: exit");
     return 0;
@@ -994,13 +1070,16 @@ int main(int argc, char **argv)
         return atexit_join(argc > 2 ? argv[2] : NULL);
     if (!strcmp(name, "misuse"))
         return misuse();
+    if (!strcmp(name, "exit_joined"))
+        return exit_joined(argc > 2 ? argv[2] : NULL);
 #if PY_VERSION_HEX >= 0x030F0000
     if (!strcmp(name, "pep788"))
         return pep788(own);
 #endif
     fprintf(stderr, "usage: %s after_finalize|first_after_finalize|before_init|finalize_busy|"
             "finalize_inflight|atexit_ensure|atexit_join main|sub|own-before|after|"
-            "end_cached [own]|end_inflight [own]|reinit|thread_exit|fork|unbalanced|misuse|"
+            "end_cached [own]|end_inflight [own]|reinit|thread_exit|exit_joined main|sub|own|"
+            "fork|unbalanced|misuse|"
             "finalizer|pep788 [own] (3.15+)\n", argv[0]);
     return 2;
 }

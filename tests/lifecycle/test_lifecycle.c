@@ -568,6 +568,58 @@ Test(lifecycle, thread_exit_deletes_its_states_in_live_interpreters_only)
               "only main's record is left " SHOW(g));
 }
 
+/* A library thread that called back once exits while the thread holding
+ * its interpreter's GIL joins it, the GIL held (grpc's C core, device
+ * libraries' close()): stock's thread exits, as its state went at its
+ * Release; gilshim's must too, never waiting for that GIL at its exit, and
+ * the state it leaves is deleted by the next holder of the GIL: the next
+ * callback's Ensure (B's, after A), PyInterpreterState_ThreadHead from
+ * inside the interpreter (the count after B), or the interpreter's end
+ * (after C). A thread that does not exit within 3 s is joined with the
+ * GIL released, so a regression fails here instead of hanging. */
+static void exit_joined(const char *where)
+{
+    struct outcome *s = run("stock", "exit_joined", where, NULL, 20000);
+    if (s->exited && s->code == 77)
+        cr_skip_test("own-GIL interpreters need CPython 3.12+");
+    cr_assert(s->exited && s->code == 0, "stock: " SHOW(s));
+    const char *env[] = {"GILSHIM_LOG_LEVEL=debug", NULL};
+    struct outcome *g = run("shim", "exit_joined", where, env, 20000);
+    const char *const lines[] = {
+        "main: thread A exited while main held the GIL",
+        "main: thread B exited while main held the GIL",
+        "main: +0 thread state(s) in the interpreter",
+        "main: thread C exited while main held the GIL",
+        "main: exit",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+        cr_assert(has(s->out, lines[i]), "stock: %s\n" SHOW(s), lines[i]);
+        cr_assert(has(g->out, lines[i]), "gilshim: %s\n" SHOW(g), lines[i]);
+    }
+    clean_exit(g);
+    if (strcmp(where, "main"))
+        cr_assert(has(g->out, "thread: callback runs in sub"), SHOW(g));
+    /* A's by B's Ensure, B's by the count, C's by the end (or, in a sub,
+     * by main's PyEval_RestoreThread on its way back from the sub): three */
+    const char *const reapers[] = {"an Ensure", "PyInterpreterState_ThreadHead"};
+    char tail[96];
+    snprintf(tail, sizeof tail, ": 1 thread state(s) of exited threads deleted in interpreter %d",
+             strcmp(where, "main") ? 1 : 0);
+    for (size_t i = 0; i < 2; i++) {
+        char line[160];
+        snprintf(line, sizeof line, "%s%s", reapers[i], tail);
+        cr_assert(has(g->err, line), "gilshim: %s\n" SHOW(g), line);
+    }
+    int n = 0;
+    for (const char *p = g->err; (p = strstr(p, tail)); p++)
+        n++;
+    cr_assert_eq(n, 3, "gilshim: each exited thread's state deleted once\n" SHOW(g));
+}
+
+Test(lifecycle, thread_joined_with_the_gil_held_exits_in_main) { exit_joined("main"); }
+Test(lifecycle, thread_joined_with_the_gil_held_exits_in_a_sub) { exit_joined("sub"); }
+Test(lifecycle, thread_joined_with_the_gil_held_exits_in_an_own_gil_sub) { exit_joined("own"); }
+
 /* --- fork --- */
 
 Test(lifecycle, fork_child_keeps_working_with_only_its_own_thread)

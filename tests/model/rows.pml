@@ -4,7 +4,8 @@
  * threads cycling through PyGILState_Ensure/Release on their cached row of
  * one sub-interpreter, the thread that ends it (Py_EndInterpreter, whose
  * atexit callback runs sweep() in src/shim/policy/lifecycle.c), each owner's exit
- * (reap_thread), and cffi freeing the states of exited threads through the
+ * (reap_thread, which leaves the state to the interpreter's orphans for
+ * the next holder of its GIL, here the sweep), and cffi freeing the states of exited threads through the
  * interposed PyThreadState_Delete (gs_thread_state_delete).
  *
  * Kept: the row word and its CAS, the interpreter's state word, the GIL as
@@ -35,7 +36,9 @@
  * that P1, P2, P3 or P4 must catch (tests/run-model.sh requires it).
  * SEED_BUG_GIVE_UP_ON_SETUP and SEED_BUG_REAP_SKIPS_ENDING put back the
  * two races this model found in the C code (docs/row-protocol-model.md,
- * "Findings"), which P3 and P5 must catch. NOWN, NCYCLES, DRAIN_ROUNDS,
+ * "Findings"), which P3 and P5 must catch. SEED_BUG_DEAD_BEFORE_PUSH marks an
+ * exiting owner's row DEAD before its state is on the orphan list, which
+ * the sweep may then miss (P5). NOWN, NCYCLES, DRAIN_ROUNDS,
  * NO_CFFI and NO_BLOCKING size the model.
  */
 
@@ -86,6 +89,9 @@ bool use[NTS + 1];      /* its owner uses it (P1) */
 bool canary[NTS + 1];   /* cffi's canary is in its dict */
 bool zombie[NTS + 1];   /* ... and its thread has exited */
 byte nzombies;
+/* interp->orphans: a state its exited owner left (gs_orphan_push), 0 not
+ * listed, 1 listed, 2 claimed by a reaper (gs_orphan_claim) */
+byte orphan[NTS + 1];
 
 #define ENDED ended
 
@@ -319,13 +325,25 @@ leave:
                 fi
 #endif
             };
-            /* RestoreThread, PyThreadState_Clear, DeleteCurrent (which
-             * frees the state, then drops the GIL), then DEAD */
             t = row_ts[o];
-            restore_thread(me, t);
-            atomic { clear_state(t) };
-            atomic { assert(ts[t] == TS_LIVE); ts[t] = TS_GONE; use[t] = 0; gil = FREE };
-            row[o] = DEAD
+            if
+            :: /* gs_orphan_push under the registry lock, then DEAD: the
+                * state is left to the next holder of the GIL */
+#ifdef SEED_BUG_DEAD_BEFORE_PUSH
+                row[o] = DEAD;
+                atomic { !reglock -> orphan[t] = 1 }
+#else
+                atomic { !reglock -> orphan[t] = 1 };
+                row[o] = DEAD
+#endif
+            :: /* out of memory for the entry: RestoreThread,
+                * PyThreadState_Clear, DeleteCurrent (which frees the
+                * state, then drops the GIL), then DEAD */
+                restore_thread(me, t);
+                atomic { clear_state(t) };
+                atomic { assert(ts[t] == TS_LIVE); ts[t] = TS_GONE; use[t] = 0; gil = FREE };
+                row[o] = DEAD
+            fi
         fi
     :: else
     fi;
@@ -345,7 +363,7 @@ done:
  * Py_EndInterpreter: attached, so holding the GIL but while it sleeps. */
 proctype Ender()
 {
-    byte i, busy, nv, rounds;
+    byte i, busy, nv, rounds, t;
     byte victims[NOWN];
     bool setup, killed;
     atomic { gil == FREE -> gil = ENDER };
@@ -388,6 +406,24 @@ proctype Ender()
         do
         :: nv == 0 -> break
         :: nv > 0 -> atomic { nv--; clear_state(victims[nv]); delete_foreign(victims[nv]); victims[nv] = 0 }
+        od;
+        /* gs_reap_orphans, after the walk: claim one under the lock,
+         * delete it with the GIL, drop its entry under the lock */
+        do
+        :: atomic {
+                !reglock -> t = 1;
+                do
+                :: t <= NTS && orphan[t] != 1 -> t++
+                :: t <= NTS && orphan[t] == 1 -> orphan[t] = 2; break
+                :: t > NTS -> t = 0; break
+                od
+            };
+            if
+            :: t == 0 -> break
+            :: else
+            fi;
+            atomic { clear_state(t); delete_foreign(t) };
+            atomic { !reglock -> orphan[t] = 0; t = 0 }
         od;
         if
         :: busy == 0 -> break
@@ -479,6 +515,16 @@ end_wait:
         :: else
         fi;
         reglock = 0;
+        /* gs_orphan_take: an unclaimed orphan is taken out and deleted
+         * here; a claimed one is its reaper's */
+        atomic {
+            !reglock ->
+            if
+            :: !found && orphan[t] == 1 -> orphan[t] = 0
+            :: !found && orphan[t] == 2 -> found = 1
+            :: else
+            fi
+        };
 real:
         atomic {
             if

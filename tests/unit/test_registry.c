@@ -297,3 +297,41 @@ Test(fork, child_keeps_only_its_thread_and_its_attached_row)
     cr_assert_eq(atomic_load(&sub->state), GS_DEAD, "CPython deletes sub-interpreters in the child");
     cr_assert_eq(atomic_load(&main_in->state), GS_ALIVE);
 }
+
+/* Thread states left by exited threads: claimed one at a time, each claim
+ * hidden from a delete made elsewhere, which takes only unclaimed ones. */
+Test(orphans, claimed_once_and_taken_only_unclaimed)
+{
+    struct gs_interp *in = gs_interp_intern((void *)0x7100, 71);
+    cr_assert(in);
+    int a, b, c;
+    size_t before = gs_orphan_count();
+    cr_assert_eq(gs_orphan_push(in, &a), 0);
+    cr_assert_eq(gs_orphan_push(in, &b), 0);
+    cr_assert_eq(gs_orphan_push(in, &c), 0);
+    cr_assert_eq(gs_orphan_count(), before + 3);
+    void *first = gs_orphan_claim(in);
+    cr_assert(first == &a || first == &b || first == &c);
+    cr_assert_eq(gs_orphan_take(in, first), 2, "a claimed orphan is its reaper's");
+    void *other = first == &b ? &c : &b;
+    cr_assert_eq(gs_orphan_take(in, other), 1, "an unclaimed one is taken out");
+    cr_assert_eq(gs_orphan_take(in, other), 0);
+    gs_orphan_done(in, first);
+    cr_assert_eq(gs_orphan_take(in, first), 0);
+    void *last = gs_orphan_claim(in);
+    cr_assert(last && last != first && last != other);
+    cr_assert_null(gs_orphan_claim(in), "nothing left unclaimed");
+    gs_orphan_done(in, last);
+    cr_assert_null(atomic_load(&in->orphans));
+    cr_assert_eq(gs_orphan_count(), before);
+}
+
+Test(orphans, forgotten_when_the_runtime_ends)
+{
+    struct gs_interp *in = gs_interp_intern((void *)0x7200, 72);
+    int a;
+    cr_assert_eq(gs_orphan_push(in, &a), 0);
+    gs_runtime_ended();
+    cr_assert_null(atomic_load(&in->orphans));
+    cr_assert_eq(gs_orphan_count(), 0);
+}

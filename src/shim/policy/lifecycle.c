@@ -174,7 +174,7 @@ void gs_thread_state_delete(PyThreadState *t)
 {
     void (*real)(PyThreadState *) = ORIGINAL(ThreadState_Delete, "PyThreadState_Delete");
     struct gs_interp *in;
-    if (!t || !gs_row_count() || gs_py_state() != GS_PY_PRESENT ||
+    if (!t || (!gs_row_count() && !gs_orphan_count()) || gs_py_state() != GS_PY_PRESENT ||
         !(in = gs_interp_find_ptr(py.ThreadState_GetInterpreter(t)))) {
         real(t);
         return;
@@ -187,7 +187,56 @@ void gs_thread_state_delete(PyThreadState *t)
                "its thread; gilshim deletes it when that thread is done", (void *)t);
         return;
     }
+    /* Its exited owner may have left it as an orphan: the row goes DEAD
+     * only after the push, so one of the two walks sees it. */
+    if (!d.found && gs_orphan_take(in, t) == 2) {
+        gs_log(GS_LOG_DEBUG, "PyThreadState_Delete(%p): a thread state of an exited thread "
+               "that gilshim is deleting right now", (void *)t);
+        return;
+    }
     real(t);
+}
+
+/* --- thread states of exited threads (struct gs_orphan) ---
+ * Called holding in's GIL, attached with a state of in: what
+ * PyThreadState_Clear asks (3.13+ asserts the interpreter), and what the
+ * finalizers it runs need. gs_delete_foreign_tstate keeps the caller's
+ * CPython TSS slot: 3.12+ clears the calling thread's slot when the state
+ * deleted is still bound, which a row's state is not once released. */
+void gs_reap_orphans(struct gs_interp *in, const char *who)
+{
+    size_t n = 0;
+    PyThreadState *t;
+    while ((t = gs_orphan_claim(in))) {
+        /* CPython itself may have taken it up: 3.9-3.12 end a sub-
+         * interpreter from the state at the head of its list (where
+         * _xxsubinterpreters' destroy() or the last id's release does not
+         * reach the shim's PyInterpreterState_ThreadHead), and it is then
+         * current here, in this end's sweep. It is CPython's again. */
+        if (t != py.UncheckedGet()) {
+            gs_delete_foreign_tstate(t);
+            n++;
+        }
+        gs_orphan_done(in, t);
+    }
+    if (n)
+        gs_log(GS_LOG_DEBUG, "%s: %zu thread state(s) of exited threads deleted in interpreter %lld",
+               who, n, (long long)in->id);
+}
+
+void gs_reap_orphans_of(PyThreadState *t)
+{
+    PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
+    struct gs_interp *in = gs_interp_find_ptr(ip);
+    if (in && atomic_load(&in->state) == GS_ALIVE && in->id == py.InterpreterState_GetID(ip) &&
+        atomic_load_explicit(&in->orphans, memory_order_relaxed))
+        gs_reap_orphans(in, "PyEval_RestoreThread");
+}
+
+void gs_attach_reaping(struct gs_row *r)
+{
+    py.RestoreThread(r->tstate);
+    gs_reap_orphans(r->interp, "an Ensure");
 }
 
 /* --- the sweep of one ending interpreter --- */
@@ -269,6 +318,9 @@ static void sweep(struct gs_interp *in)
         deleted += s.n;
         if (s.n == 64)
             continue;
+        /* after the walk: an owner that exits pushes its state before its
+         * row goes DEAD (or away), so a row seen so has its state here */
+        gs_reap_orphans(in, "interpreter end");
         if (!s.busy)
             break;
         /* a row being made is waited for past the deadline: it is in
@@ -311,6 +363,7 @@ static void drop_idle_rows(struct gs_interp *in)
         for (size_t i = 0; i < s.n; i++)
             gs_delete_foreign_tstate(s.victims[i]);
     } while (s.n == 64);
+    gs_reap_orphans(in, "a thread count of _xxsubinterpreters");
 }
 
 /* Whether caller is code of _xxsubinterpreters: other callers see every
@@ -333,6 +386,14 @@ PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller)
         atomic_store_explicit(&real, f, memory_order_relaxed);
     }
     struct gs_interp *in, *main_in;
+    PyThreadState *att;
+    /* Thread states of exited threads are not in stock's list: delete
+     * them first where the caller holds ip's GIL as ip's own. */
+    if (ip && gs_orphan_count() && gs_py_state() == GS_PY_PRESENT && (att = gs_py_attached()) &&
+        py.ThreadState_GetInterpreter(att) == ip && (in = gs_interp_find_ptr(ip)) &&
+        in->id == py.InterpreterState_GetID(ip) &&
+        atomic_load_explicit(&in->orphans, memory_order_relaxed))
+        gs_reap_orphans(in, "PyInterpreterState_ThreadHead");
     if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
         gs_config()->mode == GS_MODE_ROUTE && py.port->sub_counts_threads && gs_py_attached() &&
         (main_in = gs_main_interp()) && (in = gs_interp_find_ptr(ip)) && in != main_in &&
@@ -586,12 +647,21 @@ static void reap_thread(struct gs_thread *t)
                 gs_describe_addr(f ? f->caller : NULL, where, sizeof where),
                 route ? "; releasing its GIL" : "");
         /* diagnose mode keeps stock's outcome: the GIL stays held */
+        int detached = 0;
         if (route && gs_py_state() == GS_PY_PRESENT && py.IsInitialized() &&
-            !gs_runtime_finalizing() && gs_py_attached())
+            !gs_runtime_finalizing() && gs_py_attached()) {
             py.SaveThread();
+            detached = 1;
+        }
         for (size_t i = 0; i < t->nrows; i++) {
+            struct gs_row *r = t->rows[i];
             int busy = GS_ROW_BUSY;
-            atomic_compare_exchange_strong(&t->rows[i]->state, &busy, GS_ROW_IDLE);
+            /* out of the gilstate slot, as an outermost Release leaves it:
+             * an orphan may be deleted from another thread, whose own slot
+             * CPython's unbind would clear (and assert on, debug builds) */
+            if (detached && r->tstate && atomic_load(&r->state) == GS_ROW_BUSY)
+                gs_gilstate_unbind(t->tss_slot, r->tstate);
+            atomic_compare_exchange_strong(&r->state, &busy, GS_ROW_IDLE);
         }
     }
     if (gs_py_state() != GS_PY_PRESENT)
@@ -614,6 +684,20 @@ static void reap_thread(struct gs_thread *t)
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
+        /* Never wait for a GIL here: the thread holding it may be joining
+         * this one (grpc's C core frees its executor so, Cython code with
+         * the GIL held), and stock's thread, whose state went at its last
+         * PyGILState_Release, exits without it. The state goes to its
+         * interpreter, for the next thread that holds that GIL through
+         * the shim (gs_reap_orphans); then the row is DEAD. */
+        int cleared = atomic_load(&t->stale_tss) == r->tstate;
+        if (!cleared && gs_orphan_push(r->interp, r->tstate) == 0) {
+            atomic_store(&r->state, GS_ROW_DEAD);
+            continue;
+        }
+        /* Out of memory for that, or cleared already by the PyThreadState_Delete
+         * caller that left its deletion to the shim (find_deleted; an orphan
+         * would be cleared twice): delete it here, as stock would at a release. */
         /* bound first (port): a state cffi has already cleared is
          * attached here only to be deleted, and CPython's own binding of
          * it asserts that it is alive (debug builds) */
@@ -621,7 +705,7 @@ static void reap_thread(struct gs_thread *t)
         py.RestoreThread(r->tstate);
         /* unless cleared meanwhile by a PyThreadState_Delete caller
          * (find_deleted): clearing twice asserts on debug builds */
-        if (atomic_load(&t->stale_tss) != r->tstate)
+        if (!cleared)
             py.ThreadState_Clear(r->tstate);
         py.ThreadState_DeleteCurrent();
         atomic_store(&r->state, GS_ROW_DEAD);

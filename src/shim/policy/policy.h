@@ -98,6 +98,16 @@ static inline void gs_row_release(struct gs_thread *self, struct gs_row *r)
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
 
+/* Delete the thread states exited threads left to in (struct gs_orphan),
+ * attached to in; who names the caller in the debug message (lifecycle.c). */
+GS_HIDDEN void gs_reap_orphans(struct gs_interp *in, const char *who);
+/* Attached to t just now: gs_reap_orphans of t's interpreter, if the
+ * shim knows it as alive (a thread leaving a GIL-released region: the
+ * library thread it waited for may have exited there). */
+GS_HIDDEN void gs_reap_orphans_of(PyThreadState *t);
+/* Attach r's state, then gs_reap_orphans of its interpreter. */
+GS_HIDDEN void gs_attach_reaping(struct gs_row *r) __attribute__((noinline));
+
 /* The fast paths' attach of a cached row: claim it (IDLE -> BUSY, then its
  * interpreter still ALIVE, seq_cst after the CAS: see the protocol in
  * registry.h), open a frame of the given tag at depth, attach the row's
@@ -120,7 +130,12 @@ gs_row_attach(struct gs_thread *self, struct gs_row *r, size_t depth, uint32_t t
     f->caller = caller;
     self->depth = depth + 1;
     gs_gilstate_bind(self->tss_slot, r->tstate, slot_empty);
-    py.RestoreThread(r->tstate);
+    /* threads that exited left states of this interpreter: delete them,
+     * once attached (one load, before the call: nothing kept across it) */
+    if (__builtin_expect(atomic_load_explicit(&r->interp->orphans, memory_order_relaxed) != NULL, 0))
+        gs_attach_reaping(r);
+    else
+        py.RestoreThread(r->tstate);
     return f;
 }
 

@@ -113,11 +113,15 @@ struct gs_row *gs_row_acquire(struct gs_thread *self, struct gs_interp *in, int 
                (long long)in->id);
         if (!in->hook_registered)
             gs_place_exit_hook(in);
+        if (atomic_load_explicit(&in->orphans, memory_order_relaxed))
+            gs_reap_orphans(in, "an Ensure");
         return r;
     }
     py.RestoreThread(r->tstate);
     if (__builtin_expect(!self->py_current, 0))
         gs_learn_current(self, r->tstate);
+    if (atomic_load_explicit(&in->orphans, memory_order_relaxed))
+        gs_reap_orphans(in, "an Ensure");
     return r;
 }
 
@@ -649,6 +653,8 @@ __attribute__((noinline)) static void restore_slow(struct gs_thread *self, PyThr
     if (atomic_load_explicit(&self->stale_tss, memory_order_relaxed))
         gs_fix_stale_tss(self);
     py.RestoreThread(t);
+    if (atomic_load_explicit(&gs_orphans_now, memory_order_relaxed))
+        gs_reap_orphans_of(t);
     if (self->pending_hook) {
         /* Attached again: place the hooks of interpreters it learnt of
          * while detached (see gs_creator_owner). */
@@ -664,7 +670,8 @@ static inline __attribute__((always_inline)) void restore_attach(struct gs_threa
                                                                  PyThreadState *t)
 {
     if (__builtin_expect(atomic_load_explicit(&self->stale_tss, memory_order_relaxed) ||
-                         self->pending_hook, 0))
+                         self->pending_hook ||
+                         atomic_load_explicit(&gs_orphans_now, memory_order_relaxed), 0))
         restore_slow(self, t);
     else
         py.RestoreThread(t);
