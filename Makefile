@@ -18,7 +18,7 @@ LIB_LDFLAGS := -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,--version-script=sr
 
 REGISTRY_SRC := $(wildcard src/registry/*.c)
 SHIM_SRC     := $(wildcard src/shim/*/*.c)
-HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h)
+HEADERS      := $(wildcard src/*/*.h src/*/*/*.h src/*/*/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
