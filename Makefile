@@ -22,7 +22,7 @@ HEADERS      := $(wildcard src/*/*.h src/*/*/*.h src/*/*/*/*.h include/*.h inclu
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test test-arm64 bench unit embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -148,12 +148,23 @@ packages:
 model:
 	tests/run-model.sh
 
+# The tiers on arm64, cross-built and run under qemu-user against Debian
+# 12's CPython 3.11 and sid's 3.14/3.15 for arm64 (tests/arm64/run.sh; the
+# roots from tools/deps.sh arm64; GILSHIM_ARM64=0 skips). ARM64_TIERS: the
+# subset; empty: the default set, about ARM64_MINUTES minutes here.
+ARM64_TIERS ?=
+test-arm64: tools/deps.sh
+	tools/deps.sh arm64
+	WERROR=$(WERROR) tests/arm64/run.sh $(ARM64_TIERS)
+	tests/arm64/packages.sh
+
 test: tools/deps.sh
 	tools/deps.sh test
 	$(MAKE) all
 	$(MAKE) check unit model embed lifecycle faults e2e legacy pep788
 	$(MAKE) conformance-ci
 	$(MAKE) stress STRESS_SECONDS=1
+	$(MAKE) test-arm64
 	@echo "make test: all tiers passed"
 
 demo: tools/deps.sh

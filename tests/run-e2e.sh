@@ -159,6 +159,8 @@ for cfg in $PYTHONS; do
     echo "== real clients, CPython $ver ($py)"
     clients="ctypes-thread ctypes-sync ctypes-threads ctypes-pool sqlite3-function sqlite3-aggregate
              sqlite3-progress sqlite3-authorizer readline-completer"
+    # GILSHIM_NO_PTY: why there is no pty here (qemu-user, tests/arm64/run.sh)
+    [ -z "${GILSHIM_NO_PTY:-}" ] || { clients=${clients%readline-completer}; echo "  skip readline-completer: $GILSHIM_NO_PTY"; }
     if "$py" -c 'import cffi' 2>/dev/null; then
         clients="$clients cffi-thread cffi-sync cffi-threads"
     else
@@ -207,6 +209,8 @@ for cfg in $PYTHONS; do
     else
         echo "  skip grpc-*: grpcio is not installed for this CPython"
     fi
+    # GILSHIM_E2E_CLIENTS: only these (a shorter run: tests/arm64/run.sh)
+    [ -z "${GILSHIM_E2E_CLIENTS:-}" ] || clients=$(for c in $clients; do case " $GILSHIM_E2E_CLIENTS " in *" $c "*) echo $c ;; esac; done)
     err=build/e2e-clients-err.$$
     for c in $clients; do
         for place in main sub; do
