@@ -151,7 +151,7 @@ model:
 # The tiers on arm64, cross-built and run under qemu-user against Debian
 # 12's CPython 3.11 and sid's 3.14/3.15 for arm64 (tests/arm64/run.sh; the
 # roots from tools/deps.sh arm64; GILSHIM_ARM64=0 skips). ARM64_TIERS: the
-# subset; empty: the default set, about ARM64_MINUTES minutes here.
+# subset; empty: the default set (docs/testing.md#arm64).
 ARM64_TIERS ?=
 test-arm64: tools/deps.sh
 	tools/deps.sh arm64
