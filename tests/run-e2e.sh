@@ -14,7 +14,8 @@ expect() {  # label want got
     printf '  %-4s %-32s want %-20s got %s\n' "$st" "$1" "$2" "$3"
 }
 run() {  # the probe's answer, and how the process ended if not cleanly
-    out=$(timeout 15 "$@" 2>/dev/null) && rc=0 || rc=$?
+    # GILSHIM_E2E_TIMEOUT: longer under emulation (tests/arm64/run.sh)
+    out=$(timeout "${GILSHIM_E2E_TIMEOUT:-15}" "$@" 2>/dev/null) && rc=0 || rc=$?
     ans=$(printf '%s\n' "$out" | sed -n '1s/.*: //p')
     case $rc in
         0) echo "$ans" ;;
