@@ -90,10 +90,11 @@ EOF
 command -v aarch64-linux-gnu-g++ >/dev/null || exit 1
 exec aarch64-linux-gnu-g++ --sysroot=$root $paths "\$@"
 EOF
-    # the target's loader lists what it would load, under qemu
+    # the target's loader lists what it would load, under qemu, with the
+    # paths as the target sees them (the root's own path names "gilshim")
     cat > "$tools/ldd" <<EOF
 #!/bin/sh
-for f; do $root/lib/ld-linux-aarch64.so.1 --list "\$f"; done
+for f; do $root/lib/ld-linux-aarch64.so.1 --list "\$f" | sed "s|$root/|/|g"; done
 EOF
     for t in nm objdump readelf; do
         printf '#!/bin/sh\nexec aarch64-linux-gnu-%s "$@"\n' $t > "$tools/$t"
