@@ -17,8 +17,10 @@
 # them with tests/arm64/run.sh lifecycle faults). e2e runs its probes
 # whole and, of the real clients, GILSHIM_E2E_CLIENTS (default below;
 # "all" for every one, about 3 more minutes per CPython), and gives each
-# probe GILSHIM_E2E_TIMEOUT (default here 120 s, not 15: a pool of 16
-# sub-interpreters under qemu on a loaded machine takes longer).
+# probe GILSHIM_E2E_TIMEOUT (default here 60 s, not 15: a pool of 16
+# sub-interpreters took about 50 s under qemu at a load average of 20; the
+# probes that deadlock in CPython itself, Debian 3.11.2's under
+# -X tracemalloc, wait that long each).
 # Roots (tools/deps.sh arm64): GILSHIM_ARM64_ROOTS/arm64-bookworm (Debian
 # 12's CPython 3.11, libpython in the executable and libpython3.11.so) and
 # arm64-sid (3.14, 3.15); GILSHIM_ARM64_ROOTS defaults to /var/cache/gilshim.
@@ -113,7 +115,7 @@ EOF
     GILSHIM_PYTHONS="$pythons" QEMU_LD_PREFIX=$root QEMU_CPU=${QEMU_CPU:-neoverse-n1} \
         PATH="$tools:$PATH" GILSHIM_ARM64_ROOT=$root \
         GILSHIM_NO_PTY="qemu-user cannot openpty for the guest" GILSHIM_E2E_CLIENTS="$clients" \
-        GILSHIM_E2E_TIMEOUT=${GILSHIM_E2E_TIMEOUT:-120} \
+        GILSHIM_E2E_TIMEOUT=${GILSHIM_E2E_TIMEOUT:-60} \
         unshare --mount --propagation private sh -c '
         mount --bind "$1" build && shift && exec tests/arm64/tiers.sh "$@"' tiers "$out" \
         ${tiers:-$(eval echo "\$default_$s")} || status=1
