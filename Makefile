@@ -20,11 +20,11 @@ LIB_LDFLAGS := -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,--version-script=sr
 
 REGISTRY_SRC := $(wildcard src/registry/*.c)
 SHIM_SRC     := $(wildcard src/shim/*/*.c)
-HEADERS      := $(wildcard src/*/*.h src/*/*/*.h include/*.h include/gilshim/*.h)
+HEADERS      := $(wildcard src/*/*.h src/*/*/*.h src/*/*/*/*.h include/*.h include/gilshim/*.h)
 
 LIB := $(BUILD)/libgilshim.so
 
-.PHONY: FORCE all test bench unit debug embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 server python check demo clean install uninstall conformance conformance-ci packages model
+.PHONY: FORCE all test test-arm64 bench unit debug embed e2e lifecycle faults stress asan tsan valgrind sanitize legacy pep788 server python check demo clean install uninstall conformance conformance-ci packages model
 all: $(LIB)
 FORCE:
 
@@ -184,6 +184,16 @@ packages:
 model:
 	tests/run-model.sh
 
+# The tiers on arm64, cross-built and run under qemu-user against Debian
+# 12's CPython 3.11 and sid's 3.14/3.15 for arm64 (tests/arm64/run.sh; the
+# roots from tools/deps.sh arm64; GILSHIM_ARM64=0 skips). ARM64_TIERS: the
+# subset; empty: the default set (docs/testing.md#arm64).
+ARM64_TIERS ?=
+test-arm64: tools/deps.sh
+	tools/deps.sh arm64
+	WERROR=$(WERROR) tests/arm64/run.sh $(ARM64_TIERS)
+	tests/arm64/packages.sh
+
 # make test's tiers, run two at a time by tests/run-tiers.sh (TIERS_JOBS=1:
 # one after the other); each tier's output is kept in build/tiers/TIER.log
 # and printed whole when it ends. One name per line, the longest first.
@@ -200,6 +210,7 @@ TEST_TIERS := \
 	embed \
 	stress \
 	check+legacy+pep788+debug \
+	test-arm64 \
 	unit \
 	model
 

@@ -53,7 +53,8 @@ expect() {  # label want got [TAG...]: on a failure, the runs TAG... in full
 run() {  # TAG CMD...: the probe's answer, and how the process ended if not cleanly
     _tag=$1
     shift
-    capture "$_tag" 15 "$@" && rc=0 || rc=$?
+    # GILSHIM_E2E_TIMEOUT: longer under emulation (tests/arm64/run.sh)
+    capture "$_tag" "${GILSHIM_E2E_TIMEOUT:-15}" "$@" && rc=0 || rc=$?
     ans=$(sed -n '1s/.*: //p' "$logs/$_tag.out")
     case $rc in
         0) echo "$ans" ;;
@@ -200,6 +201,8 @@ for cfg in $PYTHONS; do
     echo "== real clients, CPython $ver ($py)"
     clients="ctypes-thread ctypes-sync ctypes-threads ctypes-pool sqlite3-function sqlite3-aggregate
              sqlite3-progress sqlite3-authorizer readline-completer"
+    # GILSHIM_NO_PTY: why there is no pty here (qemu-user, tests/arm64/run.sh)
+    [ -z "${GILSHIM_NO_PTY:-}" ] || { clients=${clients%readline-completer}; echo "  skip readline-completer: $GILSHIM_NO_PTY"; }
     if "$py" -c 'import cffi' 2>/dev/null; then
         clients="$clients cffi-thread cffi-sync cffi-threads"
     else
@@ -248,6 +251,8 @@ for cfg in $PYTHONS; do
     else
         echo "  skip grpc-*: grpcio is not installed for this CPython"
     fi
+    # GILSHIM_E2E_CLIENTS: only these (a shorter run: tests/arm64/run.sh)
+    [ -z "${GILSHIM_E2E_CLIENTS:-}" ] || clients=$(for c in $clients; do case " $GILSHIM_E2E_CLIENTS " in *" $c "*) echo $c ;; esac; done)
     err=$logs/shim.err
     for c in $clients; do
         for place in main sub; do

@@ -47,6 +47,9 @@ static void orphans_forget(struct gs_interp *in)
 void gs_runtime_ended(void)
 {
     gs_registry_lock();
+    /* DEAD (seq_cst) before ptr goes (relaxed): a finder that still reads
+     * the old ptr then reads the state, and may see ALIVE only as it could
+     * have had it run just before; the claim protocol then decides. */
     for (struct gs_interp *in = atomic_load(&g_interps); in; in = in->next) {
         orphans_forget(in);
         atomic_store(&in->state, GS_DEAD);
@@ -57,6 +60,8 @@ void gs_runtime_ended(void)
     for (struct gs_thread *t = g_threads; t; t = t->next_thread)
         for (size_t i = 0; i < t->nrows; i++)
             atomic_store(&t->rows[i]->state, GS_ROW_DEAD);
+    /* seq_cst, read with acquire (gs_generation): whoever sees the new
+     * generation also sees every DEAD above */
     atomic_fetch_add(&gs_generation_now, 1);
     gs_registry_unlock();
 }
@@ -99,6 +104,8 @@ struct gs_interp *gs_interp_intern(void *ptr, int64_t id)
         in->generation = gen;
         atomic_init(&in->state, GS_ALIVE);
         in->next = atomic_load(&g_interps);
+        /* release: the lock-free finders load the head with acquire and
+         * must see the fields above; writers are ordered by the lock */
         atomic_store_explicit(&g_interps, in, memory_order_release);
     }
     gs_registry_unlock();
@@ -138,6 +145,7 @@ static void thread_destructor(void *p)
 
 static int key_ready(void)
 {
+    /* acquire, paired with the release below: 2 means g_key is written */
     int s = atomic_load_explicit(&g_key_state, memory_order_acquire);
     if (s == 2)
         return 1;
@@ -313,6 +321,9 @@ struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstat
     struct gs_row *r = free_slot(t);
     if (!r)
         return NULL;
+    /* Plain writes: no other thread can reach r until it is in t->rows,
+     * which is under the lock that every walker of other threads' rows
+     * (gs_rows_of_interp) holds; the mutex orders them before any read. */
     r->interp = in;
     r->tstate = tstate;
     atomic_init(&r->state, state);
@@ -329,6 +340,9 @@ struct gs_row *gs_row_add(struct gs_thread *t, struct gs_interp *in, void *tstat
         t->caprows = cap;
     }
     t->rows[t->nrows++] = r;
+    /* seq_cst; gs_row_acquire adds the row before making its state, so a
+     * thread handed that state later through CPython (under its locks)
+     * reads a count of at least one in gs_thread_state_delete */
     atomic_fetch_add(&g_nrows, 1);
     gs_registry_unlock();
     t->last_row = r;

@@ -44,7 +44,9 @@ struct gs_orphan {
  * state says whether ptr may still be used. */
 struct gs_interp {
     void *ptr;                 /* PyInterpreterState *, only while ALIVE;
-                                  read lock-free with __atomic builtins */
+                                  read lock-free with __atomic builtins,
+                                  relaxed: only compared (find_ptr), and
+                                  its state, seq_cst, decides */
     int64_t id;
     uint64_t generation;
     _Atomic int state;
@@ -57,7 +59,8 @@ struct gs_interp {
     _Atomic long in_flight;    /* diagnose mode: stock Ensures running in it */
     _Atomic uintptr_t guards;  /* PEP 788 guards open on it, or GS_GUARDS_CLOSED
                                   once its end has passed them (src/shim/policy/guards.c) */
-    struct gs_interp *next;    /* set before the entry is published, then fixed */
+    struct gs_interp *next;    /* set before the entry is published (release,
+                                  read with acquire), then fixed */
 };
 
 /*
@@ -73,6 +76,23 @@ struct gs_interp {
  *                  interp->orphans first (gs_orphan_push), which the ender
  *                  empties after each walk of the rows
  * A DEAD row's tstate is never touched again through the row.
+ *
+ * Memory order, on weakly ordered machines too (aarch64); each is restated
+ * where it is used:
+ *   - every change of the word is a read-modify-write (CAS) or a store by
+ *     the one thread that holds it BUSY, so owner and ender never both win
+ *     a row: that needs only the word's single modification order;
+ *   - BUSY -> IDLE is a release store, and every CAS that can read that
+ *     IDLE acquires: the owner's last use of the state (SaveThread, and
+ *     drop_gil's reads after unlocking) happens before the ender's delete;
+ *   - the owner's claim and its load of interp->state, and the ender's
+ *     ENDING store and its CASes, are seq_cst: not needed for an existing
+ *     row (the ender's CAS then reads BUSY by modification order), but they
+ *     put the four in one order, which is what the spin model assumes
+ *     (docs/row-protocol-model.md, "Memory order");
+ *   - a new row is published in t->rows under the registry lock that the
+ *     ender walks under, and its tstate with a release store read with
+ *     acquire by other threads (find_deleted, collect).
  */
 enum gs_row_state { GS_ROW_IDLE = 0, GS_ROW_BUSY = 1, GS_ROW_DEAD = 2 };
 
@@ -221,6 +241,8 @@ static inline struct gs_row **gs_view_row(struct gs_thread *t, int64_t id)
 GS_HIDDEN void gs_registry_lock(void);
 GS_HIDDEN void gs_registry_unlock(void);
 GS_HIDDEN extern _Atomic uint64_t gs_generation_now;
+/* acquire: pairs with gs_runtime_ended's increment, made after every
+ * interpreter of the old generation was marked DEAD */
 static inline uint64_t gs_generation(void)
 {
     return atomic_load_explicit(&gs_generation_now, memory_order_acquire);

@@ -93,7 +93,9 @@ static inline void gs_row_release(struct gs_thread *self, struct gs_row *r)
         gs_gilstate_unbind(self->tss_slot, r->tstate);
     /* Only now: drop_gil reads the interpreter (<= 3.12) or the state
      * (3.13) after unlocking the GIL (CPython gh-104341), so no one may
-     * claim the row before SaveThread returns. Nothing else follows the
+     * claim the row before SaveThread returns. Release: the ender's CAS
+     * that reads this IDLE acquires, so all of it happens before the
+     * delete, on aarch64 too (registry.h). Nothing else follows the
      * call, which cannot be a tail call (docs/performance.md). */
     atomic_store_explicit(&r->state, GS_ROW_IDLE, memory_order_release);
 }
@@ -117,6 +119,8 @@ gs_row_attach(struct gs_thread *self, struct gs_row *r, size_t depth, uint32_t t
               const void *caller, int slot_empty)
 {
     int idle = GS_ROW_IDLE;
+    /* seq_cst CAS (acquire: it may read the ender's or reaper's IDLE),
+     * then a seq_cst load: the order the spin model assumes (registry.h) */
     if (__builtin_expect(!atomic_compare_exchange_strong(&r->state, &idle, GS_ROW_BUSY), 0))
         return NULL;
     if (__builtin_expect(atomic_load(&r->interp->state) != GS_ALIVE, 0)) {

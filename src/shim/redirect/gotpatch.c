@@ -6,18 +6,21 @@
  * PyGILState_* and never see ours. We rewrite their import slots instead.
  *
  * For every loaded object but libgilshim and the object that defines the
- * names, each R_X86_64_JUMP_SLOT / R_X86_64_GLOB_DAT relocation against one
- * of the redirected names gets our function's address. Objects present at
- * start are patched at load (gs_redirect_init, from the entry layer's
- * constructor), later ones after our dlopen returns.
- * A GOT inside PT_GNU_RELRO (full RELRO, -z now) is made writable for the
- * store and read-only again.
+ * names, each JUMP_SLOT / GLOB_DAT relocation against one of the redirected
+ * names gets our function's address; which relocation types those are is
+ * the architecture's (arch.h: x86-64 and aarch64; any other builds without
+ * a patcher, and says so at load instead of patching nothing). Objects
+ * present at start are patched at load (gs_redirect_init, from the entry
+ * layer's constructor), later ones after our dlopen returns.
  *
- * aarch64 would need R_AARCH64_JUMP_SLOT and R_AARCH64_GLOB_DAT, and
- * R_AARCH64_ABS64 for GLOB_DAT-like data references; the walk is the same.
+ * RELRO: a slot inside the pages glibc made read-only (relro.h: glibc's
+ * rounding, with the run-time page size) is made writable for the store
+ * and read-only again; any other slot is writable already and stored as is.
  */
 #define _GNU_SOURCE
 #include "redirect.h"
+#include "arch.h"
+#include "relro.h"
 
 #include "../../registry/alloc.h"
 
@@ -82,20 +85,24 @@ static int already_seen(const struct dl_phdr_info *info)
 /* ld.so relocates most d_ptr values in place; the vDSO's are not. */
 static ElfW(Addr) dyn_addr(ElfW(Addr) base, ElfW(Addr) p) { return p < base ? base + p : p; }
 
-static void store(void **slot, void *value, ElfW(Addr) relro, size_t relro_len)
+static void store(void **slot, void *value, struct relro_span ro)
 {
     if (*slot == value)
         return;
     ElfW(Addr) a = (ElfW(Addr))slot;
-    int in_relro = relro_len && a >= relro && a < relro + relro_len;
+    int in_relro = gs_relro_contains(ro, a);
     long pg = sysconf(_SC_PAGESIZE);
     void *page = (void *)(a & ~(ElfW(Addr))(pg - 1));
     if (in_relro && mprotect(page, (size_t)pg, PROT_READ | PROT_WRITE) != 0) {
         gs_log(GS_LOG_WARN, "cannot make a RELRO page writable; a call site stays stock");
         return;
     }
-    /* An aligned pointer store: a thread calling through the slot sees
-     * the old or the new target, both valid. */
+    /* An aligned pointer store, single-copy atomic on every architecture
+     * with a patcher (x86-64, aarch64): a thread calling through the slot
+     * meanwhile sees the old or the new target, both valid. Nothing is
+     * published through the slot (what our functions read is published by
+     * their own atomics, src/registry), so its order needs no more than
+     * the release it has. */
     __atomic_store_n(slot, value, __ATOMIC_RELEASE);
     g_slots++;
     if (in_relro)
@@ -103,11 +110,11 @@ static void store(void **slot, void *value, ElfW(Addr) relro, size_t relro_len)
 }
 
 static void patch_relocs(ElfW(Addr) base, const ElfW(Rela) *rel, size_t n, const ElfW(Sym) *symtab,
-                         const char *strtab, ElfW(Addr) relro, size_t relro_len)
+                         const char *strtab, struct relro_span ro)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned long type = ELF64_R_TYPE(rel[i].r_info);
-        if (type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT)
+        if (type != GS_GOT_R_JUMP_SLOT && type != GS_GOT_R_GLOB_DAT)
             continue;
         const ElfW(Sym) *sym = &symtab[ELF64_R_SYM(rel[i].r_info)];
         if (sym->st_shndx != SHN_UNDEF)
@@ -117,7 +124,7 @@ static void patch_relocs(ElfW(Addr) base, const ElfW(Rela) *rel, size_t n, const
             continue;
         for (size_t k = 0; k < nredirects; k++)
             if (!strcmp(name, redirects[k].name)) {
-                store((void **)(base + rel[i].r_offset), redirects[k].to, relro, relro_len);
+                store((void **)(base + rel[i].r_offset), redirects[k].to, ro);
                 break;
             }
     }
@@ -132,14 +139,13 @@ static int patch_object(struct dl_phdr_info *info)
     if (already_seen(info))
         return 0;
     const ElfW(Dyn) *dyn = NULL;
-    ElfW(Addr) relro = 0;
-    size_t relro_len = 0;
+    struct relro_span ro = {0, 0};
     for (int i = 0; i < info->dlpi_phnum; i++) {
         if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
             dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
         else if (info->dlpi_phdr[i].p_type == PT_GNU_RELRO) {
-            relro = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
-            relro_len = info->dlpi_phdr[i].p_memsz;
+            ro = gs_relro_span(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr,
+                               info->dlpi_phdr[i].p_memsz, (size_t)sysconf(_SC_PAGESIZE));
         }
     }
     if (!dyn)
@@ -163,10 +169,10 @@ static int patch_object(struct dl_phdr_info *info)
         return 0;
     if (jmprel)
         patch_relocs(base, (const ElfW(Rela) *)jmprel, pltrelsz / sizeof(ElfW(Rela)),
-                     (const ElfW(Sym) *)symtab, (const char *)strtab, relro, relro_len);
+                     (const ElfW(Sym) *)symtab, (const char *)strtab, ro);
     if (rela)
         patch_relocs(base, (const ElfW(Rela) *)rela, relasz / sizeof(ElfW(Rela)),
-                     (const ElfW(Sym) *)symtab, (const char *)strtab, relro, relro_len);
+                     (const ElfW(Sym) *)symtab, (const char *)strtab, ro);
     return 0;
 }
 
@@ -227,11 +233,18 @@ void gs_redirect_init(const struct gs_redirect_target *targets, size_t n)
         atomic_store(&g_method, GS_REDIRECT_EXPLICIT);
         return;
     }
+    if (!GS_GOT_ARCH) {
+        atomic_store(&g_method, GS_REDIRECT_EXPLICIT);
+        gs_log(GS_LOG_WARN, "CPython's names are defined by %s, ahead of the shim, and this "
+               "architecture has no GOT patcher: only extensions linked with libgilshim reach it",
+               it.dli_fname);
+        return;
+    }
     g_definer = it.dli_fbase;
     g_self = me.dli_fbase;
     atomic_store(&g_method, GS_REDIRECT_GOT);
-    gs_log(GS_LOG_DEBUG, "CPython's names are defined by %s, ahead of the shim: GOT patching",
-           it.dli_fname);
+    gs_log(GS_LOG_DEBUG, "CPython's names are defined by %s, ahead of the shim: GOT patching (%s)",
+           it.dli_fname, GS_GOT_ARCH);
     gs_patch_loaded_objects();
 }
 
@@ -254,7 +267,7 @@ GS_EXPORT void *dlopen(const char *file, int mode)
     }
     if (atomic_load_explicit(&g_method, memory_order_relaxed) != GS_REDIRECT_GOT || !file ||
         !strchr(file, '/'))
-        return real(file, mode);  /* a sibling call: tests/check-exports.sh checks the jmp */
+        return real(file, mode);  /* a sibling call: tests/check-exports.sh checks it */
     void *h = real(file, mode);
     if (h)
         gs_patch_loaded_objects();
