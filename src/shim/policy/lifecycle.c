@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "policy.h"
+#include "../redirect/redirect.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -633,6 +634,20 @@ static int give_back_to_sweep(struct gs_row *r)
     return 1;
 }
 
+/* May a state of in outlive its thread as an orphan? Not where an orphan
+ * would be seen as a thread: 3.9-3.11's _xxsubinterpreters refuses
+ * run_string() and destroy() of a sub-interpreter that has more than one,
+ * and the shim drops orphans for it only from its interposed
+ * PyInterpreterState_ThreadHead, which that module reaches only through
+ * symbol interposition (not when linked explicitly by an extension, nor
+ * from inside an executable that carries libpython). There the exiting
+ * thread deletes its state itself, as before orphans. */
+static int orphan_ok(const struct gs_interp *in)
+{
+    return !py.port->sub_counts_threads || in == gs_main_interp() ||
+           gs_redirect_method() == GS_REDIRECT_INTERPOSE;
+}
+
 static void reap_thread(struct gs_thread *t)
 {
     if (t->depth) {
@@ -691,7 +706,7 @@ static void reap_thread(struct gs_thread *t)
          * interpreter, for the next thread that holds that GIL through
          * the shim (gs_reap_orphans); then the row is DEAD. */
         int cleared = atomic_load(&t->stale_tss) == r->tstate;
-        if (!cleared && gs_orphan_push(r->interp, r->tstate) == 0) {
+        if (!cleared && orphan_ok(r->interp) && gs_orphan_push(r->interp, r->tstate) == 0) {
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
