@@ -51,9 +51,15 @@ if [ "${1:-}" = report ]; then
     shift
     here=$(cd "$(dirname "$0")" && pwd)
     [ -n "$reporter" ] || reporter=$here/gilshim_report.py
-    command -v python3 >/dev/null 2>&1 || { echo "$me: report needs python3 (3.9+)" >&2; exit 127; }
+    # python3, or any CPython 3.9+ by its versioned name (a system may
+    # carry python3.14 without the python3 of its default version)
+    pyrep=
+    for p in python3 python3.15 python3.14 python3.13 python3.12 python3.11 python3.10 python3.9; do
+        command -v $p >/dev/null 2>&1 && { pyrep=$p; break; }
+    done
+    [ -n "$pyrep" ] || { echo "$me: report needs python3 (3.9+)" >&2; exit 127; }
     [ -f "$reporter" ] || { echo "$me: $reporter not found" >&2; exit 127; }
-    GILSHIM_REPORT_NAME="$me report" exec python3 "$reporter" "$@"
+    GILSHIM_REPORT_NAME="$me report" exec $pyrep "$reporter" "$@"
 fi
 
 check= show_version=
