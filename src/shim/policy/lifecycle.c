@@ -544,6 +544,18 @@ static void place_main_hook_from(struct gs_interp *in)
     struct gs_interp *m = gs_main_interp();
     if (!m || m == in || __atomic_load_n(&m->hook_registered, __ATOMIC_RELAXED))
         return;
+    /* This thread's own state of main, where its gilstate slot holds one
+     * (the main thread, on 3.9-3.11): a second state of main on the thread
+     * is "Invalid thread state for this thread" to CPython's debug builds. */
+    PyThreadState *own = gs_tss_get();
+    if (own && own != gs_py_attached() && py.ThreadState_GetInterpreter(own) == m->ptr) {
+        PyThreadState *back = py.SaveThread();
+        py.RestoreThread(own);
+        gs_place_exit_hook(m);
+        py.SaveThread();
+        py.RestoreThread(back);
+        return;
+    }
     PyThreadState *visit = py.ThreadState_New(m->ptr);
     if (!visit) {
         gs_log(GS_LOG_WARN, "could not visit the main interpreter to place its exit hook "
