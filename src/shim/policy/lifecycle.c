@@ -225,13 +225,19 @@ void gs_reap_orphans(struct gs_interp *in, const char *who)
                who, n, (long long)in->id);
 }
 
-void gs_reap_orphans_of(PyThreadState *t)
+/* The orphans of t's interpreter, the caller attached to t. */
+static void reap_orphans_of(PyThreadState *t, const char *who)
 {
     PyInterpreterState *ip = py.ThreadState_GetInterpreter(t);
     struct gs_interp *in = gs_interp_find_ptr(ip);
     if (in && atomic_load(&in->state) == GS_ALIVE && in->id == py.InterpreterState_GetID(ip) &&
         atomic_load_explicit(&in->orphans, memory_order_relaxed))
-        gs_reap_orphans(in, "PyEval_RestoreThread");
+        gs_reap_orphans(in, who);
+}
+
+void gs_reap_orphans_of(PyThreadState *t)
+{
+    reap_orphans_of(t, "PyEval_RestoreThread");
 }
 
 void gs_attach_reaping(struct gs_row *r)
@@ -391,10 +397,8 @@ PyThreadState *gs_interp_thread_head(PyInterpreterState *ip, const void *caller)
     /* Thread states of exited threads are not in stock's list: delete
      * them first where the caller holds ip's GIL as ip's own. */
     if (ip && gs_orphan_count() && gs_py_state() == GS_PY_PRESENT && (att = gs_py_attached()) &&
-        py.ThreadState_GetInterpreter(att) == ip && (in = gs_interp_find_ptr(ip)) &&
-        in->id == py.InterpreterState_GetID(ip) &&
-        atomic_load_explicit(&in->orphans, memory_order_relaxed))
-        gs_reap_orphans(in, "PyInterpreterState_ThreadHead");
+        py.ThreadState_GetInterpreter(att) == ip)
+        reap_orphans_of(att, "PyInterpreterState_ThreadHead");
     if (ip && gs_row_count() && (atomic_load(&gs_fast) & GS_FAST_TRACK) &&
         gs_config()->mode == GS_MODE_ROUTE && py.port->sub_counts_threads && gs_py_attached() &&
         (main_in = gs_main_interp()) && (in = gs_interp_find_ptr(ip)) && in != main_in &&
@@ -548,15 +552,9 @@ static void place_main_hook_from(struct gs_interp *in)
      * (the main thread, on 3.9-3.11): a second state of main on the thread
      * is "Invalid thread state for this thread" to CPython's debug builds. */
     PyThreadState *own = gs_tss_get();
-    if (own && own != gs_py_attached() && py.ThreadState_GetInterpreter(own) == m->ptr) {
-        PyThreadState *back = py.SaveThread();
-        py.RestoreThread(own);
-        gs_place_exit_hook(m);
-        py.SaveThread();
-        py.RestoreThread(back);
-        return;
-    }
-    PyThreadState *visit = py.ThreadState_New(m->ptr);
+    if (!own || own == gs_py_attached() || py.ThreadState_GetInterpreter(own) != m->ptr)
+        own = NULL;
+    PyThreadState *visit = own ? own : py.ThreadState_New(m->ptr);
     if (!visit) {
         gs_log(GS_LOG_WARN, "could not visit the main interpreter to place its exit hook "
                "(PyThreadState_New failed); a sub-interpreter left at the runtime's end may "
@@ -566,8 +564,12 @@ static void place_main_hook_from(struct gs_interp *in)
     PyThreadState *back = py.SaveThread();
     py.RestoreThread(visit);
     gs_place_exit_hook(m);
-    py.ThreadState_Clear(visit);
-    py.ThreadState_DeleteCurrent();
+    if (own) {
+        py.SaveThread();
+    } else {
+        py.ThreadState_Clear(visit);
+        py.ThreadState_DeleteCurrent();
+    }
     py.RestoreThread(back);
 }
 
