@@ -201,6 +201,8 @@ test-arm64: tools/deps.sh
 # write the same files: check, legacy and pep788 all rewrite build/gilshim,
 # and legacy and pep788 both install into build/prefix.
 TEST_TIERS := \
+	test-arm64 \
+	check+legacy+pep788+debug \
 	conformance-ci \
 	e2e \
 	faults \
@@ -209,8 +211,6 @@ TEST_TIERS := \
 	server \
 	embed \
 	stress \
-	check+legacy+pep788+debug \
-	test-arm64 \
 	unit \
 	model
 

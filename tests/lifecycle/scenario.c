@@ -484,9 +484,12 @@ static int atexit_ensure(void)
 
 /* --- atexit_join WHERE-ORDER: a library whose atexit function stops its
  * thread and joins it; the thread makes one last callback on its way out.
- * WHERE: main, sub (legacy) or own (own GIL); ORDER: the atexit function is
- * registered before or after the thread's first callback (and so before
- * or after anything gilshim registers for that interpreter) --- */
+ * WHERE: main, sub (legacy) or own (own GIL), ended before Py_FinalizeEx;
+ * left or leftown: a sub left alive at the runtime's end, which 3.13+ end
+ * after main's atexit functions (3.9-3.12 never run its atexit functions);
+ * ORDER: the atexit function is registered before or after the thread's
+ * first callback (and so before or after anything gilshim registers for
+ * that interpreter) --- */
 
 static _Atomic int aj_stage;
 
@@ -537,12 +540,19 @@ static int atexit_join(const char *arg)
 {
     const char *order = arg ? strchr(arg, '-') : NULL;
     if (!order || (strcmp(order, "-before") && strcmp(order, "-after"))) {
-        fprintf(stderr, "atexit_join main|sub|own-before|after\n");
+        fprintf(stderr, "atexit_join main|sub|own|left|leftown-before|after\n");
         return 2;
     }
-    int sub_wanted = strncmp(arg, "main-", 5) != 0, own_gil = !strncmp(arg, "own-", 4);
+    int sub_wanted = strncmp(arg, "main-", 5) != 0;
+    int own_gil = !strncmp(arg, "own-", 4) || !strncmp(arg, "leftown-", 8);
+    int left = !strncmp(arg, "left", 4);
     if (own_gil && !HAVE_OWN_GIL) {
         say("own-GIL interpreters need CPython 3.12+");
+        return 77;
+    }
+    if (left && PY_VERSION_HEX < 0x030D0000) {
+        /* stock aborts too: "PyInterpreterState_Delete: remaining subinterpreters" */
+        say("Py_FinalizeEx ends sub-interpreters left at the runtime's end on CPython 3.13+");
         return 77;
     }
     int before = !strcmp(order, "-before");
@@ -555,8 +565,12 @@ static int atexit_join(const char *arg)
     wait_released(&aj_stage, 1);
     if (!before)
         aj_register();
-    if (sub)
+    if (sub && left) {
+        say("main: the sub-interpreter is left to Py_FinalizeEx");
+        test_switch_to(main_ts);
+    } else if (sub) {
         end_sub(sub, own_gil);
+    }
     Py_FinalizeEx();
     say("main: Py_FinalizeEx returned");
     say("main: exit");
@@ -1077,7 +1091,7 @@ int main(int argc, char **argv)
         return pep788(own);
 #endif
     fprintf(stderr, "usage: %s after_finalize|first_after_finalize|before_init|finalize_busy|"
-            "finalize_inflight|atexit_ensure|atexit_join main|sub|own-before|after|"
+            "finalize_inflight|atexit_ensure|atexit_join main|sub|own|left|leftown-before|after|"
             "end_cached [own]|end_inflight [own]|reinit|thread_exit|exit_joined main|sub|own|"
             "fork|unbalanced|misuse|"
             "finalizer|pep788 [own] (3.15+)\n", argv[0]);

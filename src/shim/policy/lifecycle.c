@@ -538,11 +538,13 @@ static void runtime_exit(void)
     gs_fast_refresh();
 }
 
-/* Where Py_FinalizeEx leaves sub-interpreters alive, only main's exit hook
- * sweeps them before the end; one ended later from its head state could
- * be handed a foreign thread's cached state, current ("tstate is still
- * current"). So a sub-interpreter's hook brings main's: from a visit, as
- * the caller is attached to the sub-interpreter. */
+/* A sub-interpreter still alive at the runtime's end is ended later from
+ * the state at the head of its list, whoever's it is: by the last
+ * reference to its _xxsubinterpreters id (3.9-3.12), or by Py_FinalizeEx
+ * itself (3.13+). A foreign thread's cached state there is "still current"
+ * or "not the last thread". Only main's exit hook sweeps such a sub in
+ * time, so a sub-interpreter's hook brings main's: from a visit, as the
+ * caller is attached to the sub-interpreter. */
 static void place_main_hook_from(struct gs_interp *in)
 {
     struct gs_interp *m = gs_main_interp();
@@ -612,7 +614,7 @@ void gs_place_exit_hook(struct gs_interp *in)
     if (fn) py.DecRef(fn);
     if (cap) py.DecRef(cap);
     if (mod) py.DecRef(mod);
-    if (res && py.port->finalize_leaves_subs && in->ptr != py.InterpreterState_Main())
+    if (res && in->ptr != py.InterpreterState_Main())
         place_main_hook_from(in);
 }
 

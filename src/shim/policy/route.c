@@ -187,6 +187,19 @@ static int finalizer_released(void)
     return t && gs_released_top(t) && py.IsFinalizing() && gs_is_finalizer(t);
 }
 
+/* Between main's exit hook and the runtime's finalizing mark, where CPython
+ * still ends the sub-interpreters left, with their atexit functions (port
+ * fact python_after_atexit): a callback a sub-interpreter owns, on a
+ * thread with nothing of CPython's bound to it, which stock serves in
+ * main. Main's own keep the fail-safe policy: CPython would stop such a
+ * thread inside its Ensure once the runtime finalizes, out of the policy's
+ * reach. Elsewhere a refusal here is where stock stops the thread too. */
+static int stock_serves_late(struct gs_thread *self, const struct gs_interp *in)
+{
+    return py.port->python_after_atexit && in != gs_main_interp() && py.IsInitialized() &&
+           !py.IsFinalizing() && !stock_released(self);
+}
+
 /* Out of line, so that the fast paths below stay lean. */
 __attribute__((noinline)) static int ensure_general(const void *caller)
 {
@@ -263,6 +276,17 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     self->fast_row = NULL;
     struct gs_interp *in = route.interp ? route.interp : gs_main_interp();
     struct gs_row *r = in ? gs_row_acquire(self, in, &err, &why) : NULL;
+    if (!r && err == GILSHIM_EFINALIZING && stock_serves_late(self, in)) {
+        /* What stock does: a thread state of main's for this call only.
+         * No row: every cached state is gone already, and a sub-interpreter
+         * left to Py_FinalizeEx is ended from the head of its list. */
+        gs_log(GS_LOG_DEBUG, "Ensure for interpreter %lld after main's atexit functions, "
+               "before the runtime finalizes: served as stock serves it, in the main interpreter",
+               (long long)in->id);
+        f->kind = GS_FRAME_STOCK;
+        f->returned = py.GILState_Ensure();
+        return f->returned;
+    }
     if (!r) {
         gs_frame_pop(self);
         gs_fail_safe(why, caller);

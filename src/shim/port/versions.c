@@ -11,7 +11,7 @@
 
 /* Each fact is named where it is set; a zero is the oldest behaviour. */
 #define UNTIL_3_11 \
-    .shared_current = 1, .exc_is_type = 1, .sub_counts_threads = 1, .finalize_leaves_subs = 1
+    .shared_current = 1, .exc_is_type = 1, .sub_counts_threads = 1
 #define FROM_3_12 .gilstate_follows = 1, .bound_gilstate_mask = 1u << 3
 static const struct gs_port rows[] = {
     {.minor = 9, UNTIL_3_11, .thread_id_offset = 176, .exc_offset = 88,
@@ -20,14 +20,13 @@ static const struct gs_port rows[] = {
      .gilstate_counter_offset = 160},
     {.minor = 11, UNTIL_3_11, .thread_id_offset = 152, .exc_offset = 96,
      .gilstate_counter_offset = 136},
-    {.minor = 12, FROM_3_12, .exc_offset = 96, .gilstate_counter_offset = 120, .status_offset = 24,
-     .finalize_leaves_subs = 1},
+    {.minor = 12, FROM_3_12, .exc_offset = 96, .gilstate_counter_offset = 120, .status_offset = 24},
     {.minor = 13, FROM_3_12, .exc_offset = 112, .gilstate_counter_offset = 136, .status_offset = 32},
     {.minor = 14, FROM_3_12, .exc_offset = 112, .gilstate_counter_offset = 136, .status_offset = 32,
-     .end_deletes_others = 1, .late_caller = GS_LATE_HANGS},
+     .end_deletes_others = 1, .late_caller = GS_LATE_HANGS, .python_after_atexit = 1},
     {.minor = 15, FROM_3_12, .exc_offset = 136, .gilstate_counter_offset = 160, .status_offset = 32,
      .end_deletes_others = 1, .late_caller = GS_LATE_HANGS, .after_fini = GS_AFTER_HANGS,
-     .gilstate_in_tls = 1, .pep788 = 1},
+     .gilstate_in_tls = 1, .pep788 = 1, .python_after_atexit = 1},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 

@@ -49,10 +49,13 @@ struct gs_port {
      * more than one thread", _is_running: PyInterpreterState_ThreadHead,
      * then PyThreadState_Next; <= 3.11). */
     unsigned sub_counts_threads : 1;
-    /* Py_FinalizeEx leaves sub-interpreters alive (<= 3.12); the last
-     * reference to a _xxsubinterpreters id ends one from the state at the
-     * head of its list, whoever's it is (_PyInterpreterState_IDDecref). */
-    unsigned finalize_leaves_subs : 1;
+    /* Py_FinalizeEx runs Python after main's atexit functions and before
+     * it marks the runtime finalizing (3.14+, make_pre_finalization_calls):
+     * it ends the sub-interpreters left, with their atexit functions, and
+     * repeats threading's shutdown, pending calls and atexit while any of
+     * them started more. Stock serves foreign threads' callbacks there, in
+     * main. */
+    unsigned python_after_atexit : 1;
     enum gs_late_caller late_caller;
     enum gs_after_fini after_fini;
     /* offsetof(PyThreadState, thread_id); read only where shared_current. */
