@@ -10,6 +10,10 @@
 #                   back once more: in main, a sub (destroyed), and on 3.14+
 #                   Interpreter.close() and InterpreterPoolExecutor shutdown;
 #                   registered before and after the first callback
+#   atexit_thread.py  an atexit function starts a thread that calls back
+#                   with the GIL released after the atexit run (3.15 joins
+#                   it in a further round; 3.12 refuses the thread, stock
+#                   too): as stock, exit 0, no message of gilshim's
 #   quiet_exit.py   a daemon thread calling back through the end: RUNS runs
 #                   with gilshim, RUNS/5 stock, 2 at a time; every one must
 #                   exit 0 with an empty stderr (or, where stock crashes too,
@@ -119,6 +123,18 @@ for where in $wheres; do
         fi
     done
 done
+
+run stock late tests/lifecycle/atexit_thread.py
+run shim late tests/lifecycle/atexit_thread.py
+ran() { has late $1 "late thread sorted [1, 2, 3, 4, 5]" out && echo yes || echo no; }
+if [ "$(cat "$dir/late.stock.rc")" != 0 ] || ! has late stock "main returns" out; then
+    fail late stock "expected exit 0"
+elif [ "$(cat "$dir/late.shim.rc")" != 0 ] || has late shim "gilshim[" err ||
+    [ "$(ran shim)" != "$(ran stock)" ]; then
+    fail late shim "expected exit 0, no message, the late callback run as stock's ($(ran stock))"
+else
+    echo "programs $ver: atexit_thread: the late thread's callback ran: stock $(ran stock), gilshim $(ran shim); exit 0"
+fi
 
 # Stock first: where it crashes itself (3.14: a libffi closure called from
 # the thread while exit() unmaps it), a gilshim run may crash the same way,

@@ -200,6 +200,16 @@ static int stock_serves_late(struct gs_thread *self, const struct gs_interp *in)
            !py.IsFinalizing() && !stock_released(self);
 }
 
+/* The same window, for a thread re-attaching a state CPython bound to it
+ * (a Python thread inside a call that released the GIL, not one of the
+ * shim's rows): 3.15 joins the threads an atexit function started in a
+ * further round, after main's exit hook, and stock re-attaches them. */
+static int stock_reattaches_late(struct gs_thread *self, PyThreadState *t)
+{
+    return py.port->python_after_atexit && !gs_row_is_mine(self, t) && py.IsInitialized() &&
+           !py.IsFinalizing();
+}
+
 /* Out of line, so that the fast paths below stay lean. */
 __attribute__((noinline)) static int ensure_general(const void *caller)
 {
@@ -261,7 +271,8 @@ __attribute__((noinline)) static int ensure_general(const void *caller)
     }
     f->returned = GS_PyGILState_UNLOCKED;
     if (route.rule == GS_RULE_RELEASED) {
-        if ((gs_runtime_finalizing() || py.IsFinalizing()) && !gs_is_finalizer(self)) {
+        if ((gs_runtime_finalizing() || py.IsFinalizing()) && !gs_is_finalizer(self) &&
+            !stock_reattaches_late(self, route.tstate)) {
             gs_frame_pop(self);
             gs_fail_safe("PyGILState_Ensure while the runtime finalizes", caller);
         }
