@@ -23,6 +23,7 @@ seed-no-deadline|-DSEED_BUG_NO_DEADLINE|ltl|error|seeded: drain without a deadli
 seed-give-up-on-setup|-DSEED_BUG_GIVE_UP_ON_SETUP|safety|error|seeded: the drain gives up on a row being made (P3)
 seed-reap-skips-ending|-DSEED_BUG_REAP_SKIPS_ENDING|safety|error|seeded: the reaper leaves its state in an ending interpreter (P5)
 seed-dead-before-push|-DSEED_BUG_DEAD_BEFORE_PUSH|safety|error|seeded: an exiting owner's row DEAD before its state is an orphan (P5)
+seed-mailbox-once|-DSEED_BUG_MAILBOX_ONCE|safety|error|seeded: an exiting owner reads its mailbox only before it pushes its state (P2)
 EOF
 }
 

@@ -437,13 +437,14 @@ size_t gs_registry_bytes(void)
 
 /* --- orphaned thread states --- */
 
-int gs_orphan_push(struct gs_interp *in, void *tstate)
+int gs_orphan_push(struct gs_interp *in, struct gs_thread *owner, void *tstate)
 {
     struct gs_orphan *o = gs_calloc("orphaned thread state", 1, sizeof *o);
     if (!o)
         return -1;
     o->tstate = tstate;
     gs_registry_lock();
+    o->cleared = atomic_load(&owner->stale_tss) == tstate;
     o->next = atomic_load(&in->orphans);
     atomic_store(&in->orphans, o);
     atomic_fetch_add(&gs_orphans_now, 1);
@@ -451,7 +452,16 @@ int gs_orphan_push(struct gs_interp *in, void *tstate)
     return 0;
 }
 
-void *gs_orphan_claim(struct gs_interp *in)
+/* Under the lock: in's entry for tstate, or NULL. */
+static struct gs_orphan *orphan_find(struct gs_interp *in, void *tstate)
+{
+    struct gs_orphan *o = atomic_load(&in->orphans);
+    while (o && o->tstate != tstate)
+        o = o->next;
+    return o;
+}
+
+void *gs_orphan_claim(struct gs_interp *in, int *cleared)
 {
     void *t = NULL;
     gs_registry_lock();
@@ -459,13 +469,26 @@ void *gs_orphan_claim(struct gs_interp *in)
         if (!o->claimed) {
             o->claimed = 1;
             t = o->tstate;
+            *cleared = o->cleared;
             break;
         }
     gs_registry_unlock();
     return t;
 }
 
-/* Under the lock: unlink and free in's entry for tstate; its claim. */
+int gs_orphan_mark_cleared(struct gs_interp *in, void *tstate)
+{
+    gs_registry_lock();
+    struct gs_orphan *o = orphan_find(in, tstate);
+    if (o)
+        o->cleared = 1;
+    gs_registry_unlock();
+    return o != NULL;
+}
+
+/* Under the lock: unlink and free in's entry for tstate; where only an
+ * unclaimed one may go and it is claimed, mark it cleared instead (the
+ * caller, a delete from outside, has cleared it). */
 static int orphan_drop(struct gs_interp *in, void *tstate, int only_unclaimed)
 {
     struct gs_orphan *o = atomic_load(&in->orphans), *prev = NULL;
@@ -473,8 +496,10 @@ static int orphan_drop(struct gs_interp *in, void *tstate, int only_unclaimed)
         ;
     if (!o)
         return 0;
-    if (o->claimed && only_unclaimed)
+    if (o->claimed && only_unclaimed) {
+        o->cleared = 1;
         return 2;
+    }
     if (prev)
         prev->next = o->next;
     else

@@ -36,6 +36,8 @@ enum gs_interp_state { GS_ALIVE = 0, GS_ENDING = 1, GS_DEAD = 2 };
 struct gs_orphan {
     void *tstate;
     int claimed;               /* being deleted (under lock) */
+    int cleared;               /* cleared already by a PyThreadState_Delete
+                                  caller: only to be deleted (under lock) */
     struct gs_orphan *next;
 };
 
@@ -311,15 +313,22 @@ GS_HIDDEN size_t gs_row_count(void);
 GS_HIDDEN size_t gs_registry_bytes(void);
 
 /* --- orphaned thread states (struct gs_orphan) ---
- * Push: 0, or -1 on ENOMEM (nothing pushed). Claim: the first unclaimed
- * one's tstate, marked claimed, or NULL; the claimer deletes it and then
- * calls gs_orphan_done. Take: for a delete from outside the shim, 1 if
- * tstate was an unclaimed orphan of in (now dropped: the caller deletes
- * it), 2 if it is claimed (being deleted), 0 if not an orphan. */
-GS_HIDDEN int gs_orphan_push(struct gs_interp *in, void *tstate);
-GS_HIDDEN void *gs_orphan_claim(struct gs_interp *in);
+ * Push: tstate, a state of owner's, as an orphan of in: 0, or -1 on ENOMEM
+ * (nothing pushed); cleared if owner's stale_tss mailbox names it, read
+ * under the registry lock, which find_deleted (src/shim/policy/lifecycle.c)
+ * writes it under. Claim: the first unclaimed one's tstate, marked
+ * claimed, or NULL, and whether it was cleared; the claimer deletes it
+ * (clearing it first unless so) and then calls gs_orphan_done. For a
+ * delete from outside the shim, of a state that caller has cleared: take,
+ * 1 if tstate was an unclaimed orphan of in (now dropped: the caller
+ * deletes it), 2 if it is claimed (now marked cleared: its claimer deletes
+ * it), 0 if not an orphan; mark_cleared, where its owner is still reaping
+ * it, marks an entry for tstate, if there is one, and says so. */
+GS_HIDDEN int gs_orphan_push(struct gs_interp *in, struct gs_thread *owner, void *tstate);
+GS_HIDDEN void *gs_orphan_claim(struct gs_interp *in, int *cleared);
 GS_HIDDEN void gs_orphan_done(struct gs_interp *in, void *tstate);
 GS_HIDDEN int gs_orphan_take(struct gs_interp *in, void *tstate);
+GS_HIDDEN int gs_orphan_mark_cleared(struct gs_interp *in, void *tstate);
 /* Orphans in all interpreters, claimed or not; read as a hint on hot paths. */
 GS_HIDDEN extern _Atomic size_t gs_orphans_now;
 GS_HIDDEN size_t gs_orphan_count(void);

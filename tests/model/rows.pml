@@ -24,7 +24,7 @@
  *   P1 no state is deleted while its owner uses it: from its call of
  *      PyEval_RestoreThread (take_gil reads the state before it waits) until
  *      its PyEval_SaveThread has returned
- *   P2 no state is deleted twice, or used once deleted
+ *   P2 no state is deleted or cleared twice, or used once deleted
  *   P3 no state is made or attached in an interpreter that has ended, after
  *      a complete drain or one that gave up
  *   P5 no state the shim cached is left in an ended interpreter unless a
@@ -38,7 +38,11 @@
  * two races this model found in the C code (docs/row-protocol-model.md,
  * "Findings"), which P3 and P5 must catch. SEED_BUG_DEAD_BEFORE_PUSH marks an
  * exiting owner's row DEAD before its state is on the orphan list, which
- * the sweep may then miss (P5). NOWN, NCYCLES, DRAIN_ROUNDS,
+ * the sweep may then miss (P5). SEED_BUG_MAILBOX_ONCE puts back a third
+ * race found in the C code (a debug build's assert, cffi-threads on
+ * python3.14d): the exiting owner reads its mailbox only before it
+ * pushes its state, so cffi's clear just after is missed and the reaper
+ * clears the state again (P2). NOWN, NCYCLES, DRAIN_ROUNDS,
  * NO_CFFI and NO_BLOCKING size the model.
  */
 
@@ -82,16 +86,19 @@ bool reglock;           /* g_lock, src/registry/registry.c */
 bool row_used[NOWN];    /* r->interp set and r in t->rows */
 byte row[NOWN];         /* r->state */
 byte row_ts[NOWN];      /* r->tstate, 0 for NULL */
-bool stale[NOWN];       /* t->stale_tss != NULL */
+byte stale[NOWN];       /* t->stale_tss: the state it names, 0 for NULL */
 
 byte ts[NTS + 1];       /* each PyThreadState */
+bool tcleared[NTS + 1]; /* ... PyThreadState_Clear has run on it */
 bool use[NTS + 1];      /* its owner uses it (P1) */
 bool canary[NTS + 1];   /* cffi's canary is in its dict */
 bool zombie[NTS + 1];   /* ... and its thread has exited */
 byte nzombies;
 /* interp->orphans: a state its exited owner left (gs_orphan_push), 0 not
- * listed, 1 listed, 2 claimed by a reaper (gs_orphan_claim) */
+ * listed, 1 listed, 2 claimed by a reaper (gs_orphan_claim); and whether a
+ * delete from outside cleared it (the reaper then only deletes it) */
 byte orphan[NTS + 1];
+bool ocleared[NTS + 1];
 
 #define ENDED ended
 
@@ -99,6 +106,8 @@ byte orphan[NTS + 1];
  * takes itself off the zombie list (thread_canary_dealloc). */
 inline clear_state(t) {
     assert(ts[t] == TS_LIVE);   /* P2 */
+    assert(!tcleared[t]);       /* P2: cleared once (debug builds assert) */
+    tcleared[t] = 1;
     canary[t] = 0;
     if
     :: zombie[t] -> zombie[t] = 0; nzombies--
@@ -160,7 +169,7 @@ inline make_zombie(t) {
 proctype Owner(byte o)
 {
     byte me = o + 1, n, t, ct, nts = 2 * o + 1;
-    bool ok, cffi_first;
+    bool ok, cffi_first, cl;
     do
     :: n == NCYCLES -> break
     :: n < NCYCLES ->
@@ -326,21 +335,37 @@ leave:
 #endif
             };
             t = row_ts[o];
+            /* the mailbox: cleared already by cffi's delete (find_deleted) */
+            atomic { cl = stale[o] == t };
             if
-            :: /* gs_orphan_push under the registry lock, then DEAD: the
-                * state is left to the next holder of the GIL */
+            :: !cl ->
+                /* gs_orphan_push under the registry lock, then DEAD: the
+                 * state is left to the next holder of the GIL */
 #ifdef SEED_BUG_DEAD_BEFORE_PUSH
                 row[o] = DEAD;
                 atomic { !reglock -> orphan[t] = 1 }
 #else
+#ifdef SEED_BUG_MAILBOX_ONCE
                 atomic { !reglock -> orphan[t] = 1 };
+#else
+                /* the mailbox read again under the lock cffi's delete
+                 * writes it under: before, the entry says so; after, that
+                 * delete finds the entry and marks it */
+                atomic { !reglock -> orphan[t] = 1; ocleared[t] = stale[o] == t };
+#endif
                 row[o] = DEAD
 #endif
-            :: /* out of memory for the entry: RestoreThread,
-                * PyThreadState_Clear, DeleteCurrent (which frees the
-                * state, then drops the GIL), then DEAD */
+            :: /* out of memory for the entry, or cleared already:
+                * RestoreThread, PyThreadState_Clear unless cleared (the
+                * mailbox read again with the GIL), DeleteCurrent (which
+                * frees the state, then drops the GIL), then DEAD */
                 restore_thread(me, t);
-                atomic { clear_state(t) };
+                atomic {
+                    if
+                    :: !cl && stale[o] != t -> clear_state(t)
+                    :: else
+                    fi
+                };
                 atomic { assert(ts[t] == TS_LIVE); ts[t] = TS_GONE; use[t] = 0; gil = FREE };
                 row[o] = DEAD
             fi
@@ -395,7 +420,7 @@ proctype Ender()
             /* the owner's TSS slot may hold it: its mailbox */
             atomic {
                 if
-                :: killed -> stale[i] = 1; killed = 0
+                :: killed -> stale[i] = row_ts[i]; killed = 0
                 :: else
                 fi;
                 i++
@@ -422,8 +447,14 @@ proctype Ender()
             :: t == 0 -> break
             :: else
             fi;
-            atomic { clear_state(t); delete_foreign(t) };
-            atomic { !reglock -> orphan[t] = 0; t = 0 }
+            atomic {
+                if
+                :: !ocleared[t] -> clear_state(t)
+                :: else
+                fi;
+                delete_foreign(t)
+            };
+            atomic { !reglock -> orphan[t] = 0; ocleared[t] = 0; t = 0 }
         od;
         if
         :: busy == 0 -> break
@@ -511,17 +542,25 @@ end_wait:
         if
         :: found ->
             atomic { if :: row[o] == IDLE -> row[o] = DEAD; ours = 1 :: else fi };
-            atomic { if :: ours -> stale[o] = 1 :: else fi }
+            /* either way the owner's mailbox: the state is cleared */
+            stale[o] = t
         :: else
         fi;
         reglock = 0;
         /* gs_orphan_take: an unclaimed orphan is taken out and deleted
-         * here; a claimed one is its reaper's */
+         * here; a claimed one is its reaper's, marked cleared.
+         * gs_orphan_mark_cleared: where the owner was reaping it, the
+         * entry it may have pushed already is marked. */
         atomic {
             !reglock ->
             if
             :: !found && orphan[t] == 1 -> orphan[t] = 0
+#ifdef SEED_BUG_MAILBOX_ONCE
             :: !found && orphan[t] == 2 -> found = 1
+#else
+            :: !found && orphan[t] >= 2 -> found = 1; ocleared[t] = 1
+            :: found && !ours && orphan[t] != 0 -> ocleared[t] = 1
+#endif
             :: else
             fi
         };

@@ -303,34 +303,67 @@ Test(fork, child_keeps_only_its_thread_and_its_attached_row)
 Test(orphans, claimed_once_and_taken_only_unclaimed)
 {
     struct gs_interp *in = gs_interp_intern((void *)0x7100, 71);
-    cr_assert(in);
+    struct gs_thread *me = gs_thread_self();
+    cr_assert(in && me);
     int a, b, c;
     size_t before = gs_orphan_count();
-    cr_assert_eq(gs_orphan_push(in, &a), 0);
-    cr_assert_eq(gs_orphan_push(in, &b), 0);
-    cr_assert_eq(gs_orphan_push(in, &c), 0);
+    int cleared = -1;
+    cr_assert_eq(gs_orphan_push(in, me, &a), 0);
+    cr_assert_eq(gs_orphan_push(in, me, &b), 0);
+    cr_assert_eq(gs_orphan_push(in, me, &c), 0);
     cr_assert_eq(gs_orphan_count(), before + 3);
-    void *first = gs_orphan_claim(in);
+    void *first = gs_orphan_claim(in, &cleared);
     cr_assert(first == &a || first == &b || first == &c);
+    cr_assert_eq(cleared, 0);
     cr_assert_eq(gs_orphan_take(in, first), 2, "a claimed orphan is its reaper's");
     void *other = first == &b ? &c : &b;
     cr_assert_eq(gs_orphan_take(in, other), 1, "an unclaimed one is taken out");
     cr_assert_eq(gs_orphan_take(in, other), 0);
     gs_orphan_done(in, first);
     cr_assert_eq(gs_orphan_take(in, first), 0);
-    void *last = gs_orphan_claim(in);
+    void *last = gs_orphan_claim(in, &cleared);
     cr_assert(last && last != first && last != other);
-    cr_assert_null(gs_orphan_claim(in), "nothing left unclaimed");
+    cr_assert_null(gs_orphan_claim(in, &cleared), "nothing left unclaimed");
     gs_orphan_done(in, last);
     cr_assert_null(atomic_load(&in->orphans));
     cr_assert_eq(gs_orphan_count(), before);
+}
+
+/* A state cleared by a PyThreadState_Delete caller (cffi) while its exited
+ * owner was leaving it as an orphan: whichever way the delete tells of the
+ * clear, its reaper gets the entry as cleared, and only deletes it. */
+Test(orphans, a_clear_from_outside_reaches_the_reaper)
+{
+    struct gs_interp *in = gs_interp_intern((void *)0x7300, 73);
+    struct gs_thread *me = gs_thread_self();
+    cr_assert(in && me);
+    int a, b, d;
+    int cleared = -1;
+    /* the mailbox written before the push */
+    atomic_store(&me->stale_tss, &a);
+    cr_assert_eq(gs_orphan_push(in, me, &a), 0);
+    atomic_store(&me->stale_tss, NULL);
+    /* the delete found the row BUSY, after the push: marked */
+    cr_assert_eq(gs_orphan_push(in, me, &b), 0);
+    cr_assert(gs_orphan_mark_cleared(in, &b));
+    /* nothing came from outside */
+    cr_assert_eq(gs_orphan_push(in, me, &d), 0);
+    cr_assert_not(gs_orphan_mark_cleared(in, &cleared), "no entry, nothing marked");
+    int seen = 0;
+    void *t;
+    while ((t = gs_orphan_claim(in, &cleared))) {
+        cr_assert_eq(cleared, t != &d, "orphan %c", t == &a ? 'a' : t == &b ? 'b' : 'd');
+        gs_orphan_done(in, t);
+        seen++;
+    }
+    cr_assert_eq(seen, 3);
 }
 
 Test(orphans, forgotten_when_the_runtime_ends)
 {
     struct gs_interp *in = gs_interp_intern((void *)0x7200, 72);
     int a;
-    cr_assert_eq(gs_orphan_push(in, &a), 0);
+    cr_assert_eq(gs_orphan_push(in, gs_thread_self(), &a), 0);
     gs_runtime_ended();
     cr_assert_null(atomic_load(&in->orphans));
     cr_assert_eq(gs_orphan_count(), 0);

@@ -183,7 +183,10 @@ void gs_thread_state_delete(PyThreadState *t)
     struct deleted d = {.t = t};
     gs_rows_of_interp(in, find_deleted, &d);
     if (d.found && !d.ours) {
-        /* Its owner is attached to it, or reaping it right now. */
+        /* Its owner is attached to it, or reaping it right now: if that
+         * reaper has left it as an orphan already, the mailbox came too
+         * late for it, and the entry says so instead. */
+        gs_orphan_mark_cleared(in, t);
         gs_log(GS_LOG_DEBUG, "PyThreadState_Delete(%p): a cached thread state in use by "
                "its thread; gilshim deletes it when that thread is done", (void *)t);
         return;
@@ -208,14 +211,15 @@ void gs_reap_orphans(struct gs_interp *in, const char *who)
 {
     size_t n = 0;
     PyThreadState *t;
-    while ((t = gs_orphan_claim(in))) {
+    int cleared;
+    while ((t = gs_orphan_claim(in, &cleared))) {
         /* CPython itself may have taken it up: 3.9-3.12 end a sub-
          * interpreter from the state at the head of its list (where
          * _xxsubinterpreters' destroy() or the last id's release does not
          * reach the shim's PyInterpreterState_ThreadHead), and it is then
          * current here, in this end's sweep. It is CPython's again. */
         if (t != py.UncheckedGet()) {
-            gs_delete_foreign_tstate(t);
+            gs_delete_foreign_tstate(t, cleared);
             n++;
         }
         gs_orphan_done(in, t);
@@ -321,7 +325,7 @@ static void sweep(struct gs_interp *in)
         struct sweep s = {.self = gs_thread_peek(), .self_tstate = py.UncheckedGet()};
         gs_rows_of_interp(in, collect, &s);
         for (size_t i = 0; i < s.n; i++)
-            gs_delete_foreign_tstate(s.victims[i]);
+            gs_delete_foreign_tstate(s.victims[i], 0);
         deleted += s.n;
         if (s.n == 64)
             continue;
@@ -368,7 +372,7 @@ static void drop_idle_rows(struct gs_interp *in)
         s = (struct sweep){.self = gs_thread_peek(), .self_tstate = py.UncheckedGet()};
         gs_rows_of_interp(in, collect, &s);
         for (size_t i = 0; i < s.n; i++)
-            gs_delete_foreign_tstate(s.victims[i]);
+            gs_delete_foreign_tstate(s.victims[i], 0);
     } while (s.n == 64);
     gs_reap_orphans(in, "a thread count of _xxsubinterpreters");
 }
@@ -722,7 +726,13 @@ static void reap_thread(struct gs_thread *t)
          * interpreter, for the next thread that holds that GIL through
          * the shim (gs_reap_orphans); then the row is DEAD. */
         int cleared = atomic_load(&t->stale_tss) == r->tstate;
-        if (!cleared && orphan_ok(r->interp) && gs_orphan_push(r->interp, r->tstate) == 0) {
+        /* cffi may clear and delete the state meanwhile, holding the GIL
+         * (find_deleted, which writes the mailbox under the registry
+         * lock): the push reads the mailbox again under that lock, and a
+         * delete after the push finds the entry and marks it cleared,
+         * through the BUSY row (gs_orphan_mark_cleared) or the DEAD one
+         * (gs_orphan_take). tests/model/rows.pml, SEED_BUG_MAILBOX_ONCE. */
+        if (!cleared && orphan_ok(r->interp) && gs_orphan_push(r->interp, t, r->tstate) == 0) {
             atomic_store(&r->state, GS_ROW_DEAD);
             continue;
         }
@@ -735,8 +745,9 @@ static void reap_thread(struct gs_thread *t)
         gs_bind_to_delete(t->tss_slot, r->tstate);
         py.RestoreThread(r->tstate);
         /* unless cleared meanwhile by a PyThreadState_Delete caller
-         * (find_deleted): clearing twice asserts on debug builds */
-        if (!cleared)
+         * (find_deleted), who held the GIL this thread now holds, so the
+         * mailbox is read again: clearing twice asserts on debug builds */
+        if (!cleared && atomic_load(&t->stale_tss) != r->tstate)
             py.ThreadState_Clear(r->tstate);
         py.ThreadState_DeleteCurrent();
         atomic_store(&r->state, GS_ROW_DEAD);

@@ -262,7 +262,7 @@ void gs_learn_gilstate_flag(PyThreadState *t)
     }
 }
 
-void gs_delete_foreign_tstate(PyThreadState *t)
+void gs_delete_foreign_tstate(PyThreadState *t, int cleared)
 {
     int have_key = atomic_load(&gs_tss_key_state) == 1;
     void *saved = have_key ? gs_tss_read() : NULL;
@@ -273,7 +273,9 @@ void gs_delete_foreign_tstate(PyThreadState *t)
     unsigned m = py.bound_gilstate_mask;
     if (m && (*gs_status_word(t) & m) && saved != (void *)t)
         *gs_status_word(t) &= ~m;
-    py.ThreadState_Clear(t);
+    if (!cleared)  /* clearing twice asserts on debug builds; on release ones
+                    * it runs the dict's finalizers again */
+        py.ThreadState_Clear(t);
     py.ThreadState_Delete(t);
     if (have_key && saved != (void *)t && gs_tss_read() != saved)
         gs_tss_write(saved);

@@ -225,7 +225,7 @@ GS_HIDDEN void gs_learn_gilstate_flag(PyThreadState *t);
 /* Delete a tstate owned by another (idle) thread without disturbing the
  * calling thread's CPython TSS slot (the owner's is repaired through its
  * stale_tss mailbox). Caller is attached to the tstate's interpreter. */
-GS_HIDDEN void gs_delete_foreign_tstate(PyThreadState *t);
+GS_HIDDEN void gs_delete_foreign_tstate(PyThreadState *t, int cleared);
 
 /* <= 3.11: whether t, the process-wide current tstate, which is not the
  * one bound to this thread, is this thread's all the same. */
