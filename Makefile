@@ -180,7 +180,7 @@ packages:
 
 # The row protocol (src/registry/registry.h) model-checked with spin: the
 # model must verify, and each seeded bug must be caught, so a pass cannot be
-# vacuous (docs/row-protocol-model.md). About 20 s.
+# vacuous (docs/row-protocol-model.md). About a minute (1m00s in make test).
 model:
 	tests/run-model.sh
 
