@@ -188,26 +188,30 @@ static int finalizer_released(void)
 }
 
 /* Between main's exit hook and the runtime's finalizing mark, where CPython
- * still ends the sub-interpreters left, with their atexit functions (port
- * fact python_after_atexit): a callback a sub-interpreter owns, on a
- * thread with nothing of CPython's bound to it, which stock serves in
- * main. Main's own keep the fail-safe policy: CPython would stop such a
- * thread inside its Ensure once the runtime finalizes, out of the policy's
- * reach. Elsewhere a refusal here is where stock stops the thread too. */
-static int stock_serves_late(struct gs_thread *self, const struct gs_interp *in)
+ * still runs Python (port fact python_after_atexit): it ends the
+ * sub-interpreters left, with their atexit functions, and 3.15 joins the
+ * threads an atexit function started in a further round. */
+static int python_after_atexit_now(void)
 {
-    return py.port->python_after_atexit && in != gs_main_interp() && py.IsInitialized() &&
-           !py.IsFinalizing() && !stock_released(self);
+    return py.port->python_after_atexit && py.IsInitialized() && !py.IsFinalizing();
 }
 
-/* The same window, for a thread re-attaching a state CPython bound to it
- * (a Python thread inside a call that released the GIL, not one of the
- * shim's rows): 3.15 joins the threads an atexit function started in a
- * further round, after main's exit hook, and stock re-attaches them. */
+/* In that window, a callback a sub-interpreter owns, on a thread with
+ * nothing of CPython's bound to it, which stock serves in main. Main's own
+ * keep the fail-safe policy: CPython would stop such a thread inside its
+ * Ensure once the runtime finalizes, out of the policy's reach. Elsewhere
+ * a refusal here is where stock stops the thread too. */
+static int stock_serves_late(struct gs_thread *self, const struct gs_interp *in)
+{
+    return in != gs_main_interp() && python_after_atexit_now() && !stock_released(self);
+}
+
+/* In that window, a thread re-attaching a state CPython bound to it (a
+ * Python thread inside a call that released the GIL, not one of the
+ * shim's rows), which stock re-attaches. */
 static int stock_reattaches_late(struct gs_thread *self, PyThreadState *t)
 {
-    return py.port->python_after_atexit && !gs_row_is_mine(self, t) && py.IsInitialized() &&
-           !py.IsFinalizing();
+    return !gs_row_is_mine(self, t) && python_after_atexit_now();
 }
 
 /* Out of line, so that the fast paths below stay lean. */
