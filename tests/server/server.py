@@ -182,10 +182,11 @@ def requests(port, path, n, conc, stop=None):
                 used, again = used + 1, False
                 with lock:
                     answers.append(a)
-            except (ConnectionResetError, BrokenPipeError) as e:
-                conn.close()
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                if conn:
+                    conn.close()
                 conn = None
-                if used and not again:
+                if used and not again and isinstance(e, (ConnectionResetError, BrokenPipeError)):
                     again = True
                     with lock:
                         retries[0] += 1
@@ -194,13 +195,6 @@ def requests(port, path, n, conc, stop=None):
                 with lock:
                     errors.append(f"{type(e).__name__}: {e}")
                 time.sleep(0.02)  # a stopped server refuses at once: no busy loop
-            except Exception as e:  # noqa: BLE001 - every failure is counted
-                with lock:
-                    errors.append(f"{type(e).__name__}: {e}")
-                if conn:
-                    conn.close()
-                conn, again = None, False
-                time.sleep(0.02)
         if conn:
             conn.close()
 
